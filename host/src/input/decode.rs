@@ -1,0 +1,148 @@
+//! Turning encoded bytes (JPEG, PNG, BMP, WebP, GIF, TIFF) or numpy arrays into RGB8 pixels,
+//! with the size checked from the header before any pixel is decoded.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageDecoder, ImageReader};
+
+use super::numpy::{decode_numpy, NumpyImage};
+use super::InputError;
+use crate::plugins::RgbImage;
+
+/// Decodes an encoded image: EXIF orientation applied, alpha dropped (not composited, as
+/// OpenCV does), grey expanded to RGB.
+pub fn decode_image(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, InputError> {
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| InputError::Decode(e.to_string()))?;
+    if reader.format().is_none() {
+        return Err(InputError::Decode(
+            "unrecognised image format (expected JPEG, PNG, BMP, WebP, GIF or TIFF)".into(),
+        ));
+    }
+    let mut limits = image::Limits::default();
+    // Caps allocations as a second line of defence behind the pixel check below.
+    limits.max_alloc = Some(max_pixels.saturating_mul(8).max(64 << 20));
+    let mut reader = reader;
+    reader.limits(limits);
+    let mut decoder = reader.into_decoder().map_err(|e| InputError::Decode(e.to_string()))?;
+    let (w, h) = decoder.dimensions();
+    check_pixels(w as u64, h as u64, max_pixels)?;
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| InputError::Decode(e.to_string()))?;
+    img.apply_orientation(orientation);
+    let rgb = img.into_rgb8();
+    Ok(RgbImage {
+        width: rgb.width(),
+        height: rgb.height(),
+        rgb: rgb.into_raw(),
+    })
+}
+
+fn check_pixels(w: u64, h: u64, max_pixels: u64) -> Result<(), InputError> {
+    if w == 0 || h == 0 {
+        return Err(InputError::Decode(format!("image has no pixels ({w}x{h})")));
+    }
+    if w.saturating_mul(h) > max_pixels {
+        return Err(InputError::TooManyPixels {
+            width: w,
+            height: h,
+            max: max_pixels,
+        });
+    }
+    Ok(())
+}
+
+/// Decodes a numpy array as sent by `pickle.dumps(cv2.imread(...))`: channels are BGR(A).
+pub fn decode_numpy_image(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, InputError> {
+    let max_elements = usize::try_from(max_pixels.saturating_mul(4)).unwrap_or(usize::MAX);
+    let NumpyImage {
+        height,
+        width,
+        channels,
+        data,
+    } = decode_numpy(bytes, max_elements).map_err(|e| InputError::Numpy(e.to_string()))?;
+    check_pixels(width as u64, height as u64, max_pixels)?;
+    let pixels = width * height;
+    let mut rgb = Vec::with_capacity(pixels * 3);
+    match channels {
+        1 => {
+            for &v in &data[..pixels] {
+                rgb.extend_from_slice(&[v, v, v]);
+            }
+        }
+        3 | 4 => {
+            for px in data.chunks_exact(channels) {
+                rgb.extend_from_slice(&[px[2], px[1], px[0]]);
+            }
+        }
+        n => return Err(InputError::Numpy(format!("arrays with {n} channels are not images"))),
+    }
+    Ok(RgbImage {
+        width: width as u32,
+        height: height as u32,
+        rgb,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(w: u32, h: u32, color: image::ColorType) -> Vec<u8> {
+        let img = match color {
+            image::ColorType::L8 => DynamicImage::new_luma8(w, h),
+            image::ColorType::Rgba8 => DynamicImage::new_rgba8(w, h),
+            _ => DynamicImage::new_rgb8(w, h),
+        };
+        let mut out = Vec::new();
+        img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn decodes_grey_and_rgba_to_rgb() {
+        for color in [image::ColorType::L8, image::ColorType::Rgba8, image::ColorType::Rgb8] {
+            let img = decode_image(&png(5, 3, color), 1000).unwrap();
+            assert_eq!((img.width, img.height, img.rgb.len()), (5, 3, 45));
+        }
+    }
+
+    #[test]
+    fn refuses_too_many_pixels_before_decoding() {
+        let err = decode_image(&png(50, 50, image::ColorType::Rgb8), 100).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                InputError::TooManyPixels {
+                    width: 50,
+                    height: 50,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn rejects_garbage_and_truncation() {
+        assert!(decode_image(b"definitely not an image", 1000).is_err());
+        let full = png(20, 20, image::ColorType::Rgb8);
+        assert!(decode_image(&full[..full.len() / 2], 1000).is_err());
+        assert!(decode_image(&[], 1000).is_err());
+    }
+
+    #[test]
+    fn applies_exif_orientation() {
+        let bytes = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/images/dev/11_multi_640x480_exif6.jpg"
+        ))
+        .unwrap();
+        let img = decode_image(&bytes, 1 << 24).unwrap();
+        assert_eq!((img.width, img.height), (640, 480));
+    }
+}

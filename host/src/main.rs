@@ -1,0 +1,68 @@
+//! `inference`: a computer-vision inference server. HTTP requests are decoded here, models
+//! run in ONNX Runtime, and task logic runs in sandboxed WebAssembly plugins.
+
+mod cli;
+mod daemon;
+mod input;
+mod models;
+mod nn;
+mod pipeline;
+mod plugins;
+mod serve;
+mod server;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use cli::{Cli, Command, LogFormat, ServerAction};
+
+fn init_logging(format: LogFormat) {
+    // wasmtime-wasi-nn logs every guest-visible error at ERROR: a plugin could flood the log.
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,wasmtime_wasi_nn=off,ort=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Server { action } => match action {
+            ServerAction::Start {
+                foreground: true,
+                serve,
+            } => {
+                init_logging(serve.log_format);
+                tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(anyhow::Error::from)
+                    .and_then(|rt| rt.block_on(serve::run(serve)))
+            }
+            ServerAction::Start {
+                foreground: false,
+                serve,
+            } => daemon::start(&serve.target),
+            ServerAction::Stop { target } => daemon::stop(&target),
+            ServerAction::Status { target } => match daemon::status(&target) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::from(3),
+                Err(e) => Err(e),
+            },
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! What the host and plugins know about a model: task, classes, input geometry and
+//! pre-processing, derived from Roboflow's files when present and otherwise from the
+//! metadata an Ultralytics ONNX export carries.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use ort::tensor::TensorElementType;
+use serde::Deserialize;
+
+use crate::nn::ModelSignature;
+
+/// The tasks the server knows how to route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Task {
+    ObjectDetection,
+    InstanceSegmentation,
+    Classification,
+    KeypointDetection,
+}
+
+impl Task {
+    /// Roboflow's name (`task_type` in `/model/registry`).
+    pub fn roboflow_name(self) -> &'static str {
+        match self {
+            Task::ObjectDetection => "object-detection",
+            Task::InstanceSegmentation => "instance-segmentation",
+            Task::Classification => "classification",
+            Task::KeypointDetection => "keypoint-detection",
+        }
+    }
+
+    /// The route that serves this task.
+    pub fn route(self) -> &'static str {
+        match self {
+            Task::ObjectDetection => "/infer/object_detection",
+            Task::InstanceSegmentation => "/infer/instance_segmentation",
+            Task::Classification => "/infer/classification",
+            Task::KeypointDetection => "/infer/keypoints_detection",
+        }
+    }
+
+    /// Parses Ultralytics' (`detect`) and Roboflow's (`object-detection`) task names.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+            "detect" | "object-detection" | "detection" => Some(Task::ObjectDetection),
+            "segment" | "instance-segmentation" | "segmentation" => Some(Task::InstanceSegmentation),
+            "classify" | "classification" | "single-label-classification" | "multi-label-classification" => {
+                Some(Task::Classification)
+            }
+            "pose" | "keypoint-detection" | "keypoints-detection" | "keypoints" => Some(Task::KeypointDetection),
+            _ => None,
+        }
+    }
+}
+
+/// How images are brought to the input size (mirrors the WIT `resize-mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resize {
+    Letterbox,
+    Stretch,
+    CenterCrop,
+}
+
+/// Everything needed to run a model, shared by host and plugin.
+#[derive(Clone, Debug)]
+pub struct ModelDescription {
+    pub id: String,
+    pub task: Task,
+    pub class_names: Vec<String>,
+    pub input_name: String,
+    pub input_width: u32,
+    pub input_height: u32,
+    /// 0 = dynamic batch dimension.
+    pub max_batch: u32,
+    pub channels_last: bool,
+    pub resize: Resize,
+    pub pad_value: u8,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    pub metadata: Vec<(String, String)>,
+}
+
+/// Roboflow's `environment.json` (only the keys we use).
+#[derive(Debug, Default, Deserialize)]
+struct Environment {
+    #[serde(rename = "CLASS_MAP", default)]
+    class_map: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(rename = "PREPROCESSING", default)]
+    preprocessing: Option<serde_json::Value>,
+    #[serde(rename = "TYPE", default)]
+    task: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ResizeSettings {
+    #[serde(default = "yes")]
+    enabled: bool,
+    width: Option<u32>,
+    height: Option<u32>,
+    format: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ModelDescription {
+    /// Builds the description of the model stored in `dir` whose ONNX signature is `sig`.
+    pub fn from_dir(id: &str, dir: &Path, sig: &ModelSignature) -> Result<Self> {
+        let meta = |k: &str| sig.metadata.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+
+        let env: Environment = match std::fs::read(dir.join("environment.json")) {
+            Ok(bytes) => serde_json::from_slice(&bytes).context("environment.json is not valid")?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Environment::default(),
+            Err(e) => return Err(e).context("cannot read environment.json"),
+        };
+        let preprocessing = match &env.preprocessing {
+            // Roboflow stores PREPROCESSING either as an object or as a JSON-encoded string.
+            Some(serde_json::Value::String(s)) => {
+                Some(serde_json::from_str::<serde_json::Value>(s).context("PREPROCESSING is not valid JSON")?)
+            }
+            other => other.clone(),
+        };
+        let resize_settings: Option<ResizeSettings> = preprocessing
+            .as_ref()
+            .and_then(|p| p.get("resize"))
+            .map(|r| serde_json::from_value(r.clone()))
+            .transpose()
+            .context("PREPROCESSING.resize is not valid")?
+            .filter(|r: &ResizeSettings| r.enabled);
+
+        let task = [read_task_file(dir)?, env.task.clone(), meta("task").map(str::to_string)]
+            .into_iter()
+            .flatten()
+            .find_map(|t| Task::parse(&t))
+            // A model that says nothing about its task is most likely a detector.
+            .unwrap_or(Task::ObjectDetection);
+
+        let class_names = if let Some(names) = read_class_names(dir)? {
+            names
+        } else if let Some(map) = &env.class_map {
+            class_map_to_list(map.iter().map(|(k, v)| (k.as_str(), v.clone())))?
+        } else if let Some(names) = meta("names") {
+            parse_python_names(names).with_context(|| format!("cannot parse the model's `names` metadata: {names}"))?
+        } else {
+            Vec::new()
+        };
+
+        let input = sig.inputs.first().ok_or_else(|| anyhow!("the model has no inputs"))?;
+        if input.dims.len() != 4 {
+            bail!(
+                "the model's input {:?} has shape {:?}; an image input [batch, 3, height, width] is expected",
+                input.name,
+                input.dims
+            );
+        }
+        if !matches!(input.element, TensorElementType::Float32) {
+            bail!(
+                "the model's input {:?} is {:?}; float32 is expected",
+                input.name,
+                input.element
+            );
+        }
+        let channels_last = input.dims[3] == 3 && input.dims[1] != 3;
+        let (h_dim, w_dim) = if channels_last {
+            (input.dims[1], input.dims[2])
+        } else {
+            (input.dims[2], input.dims[3])
+        };
+        let imgsz = meta("imgsz").and_then(parse_imgsz);
+        let (input_height, input_width) = if h_dim > 0 && w_dim > 0 {
+            (h_dim as u32, w_dim as u32)
+        } else if let Some(r) = resize_settings.as_ref().and_then(|r| Some((r.height?, r.width?))) {
+            r
+        } else if let Some(hw) = imgsz {
+            hw
+        } else {
+            (640, 640)
+        };
+        if input_height == 0 || input_width == 0 || input_height > 8192 || input_width > 8192 {
+            bail!("unusable input size {input_width}x{input_height}");
+        }
+        let max_batch = if input.dims[0] > 0 { input.dims[0] as u32 } else { 0 };
+
+        let ultralytics = meta("imgsz").is_some() || meta("stride").is_some();
+        let (resize, pad_value) = match resize_settings.as_ref().and_then(|r| r.format.as_deref()) {
+            Some(format) => roboflow_resize(format),
+            None if task == Task::Classification && ultralytics => (Resize::CenterCrop, 0),
+            None if ultralytics || resize_settings.is_none() => (Resize::Letterbox, 114),
+            None => (Resize::Stretch, 0),
+        };
+
+        Ok(Self {
+            id: id.to_string(),
+            task,
+            class_names,
+            input_name: input.name.clone(),
+            input_width,
+            input_height,
+            max_batch,
+            channels_last,
+            resize,
+            pad_value,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            metadata: sig.metadata.clone(),
+        })
+    }
+}
+
+/// Roboflow resize formats; unknown fit modes fall back to a black letterbox as Roboflow does.
+fn roboflow_resize(format: &str) -> (Resize, u8) {
+    match format {
+        "Stretch to" => (Resize::Stretch, 0),
+        "Fit (white edges) in" => (Resize::Letterbox, 255),
+        "Fit (grey edges) in" => (Resize::Letterbox, 114),
+        "Fit (black edges) in" => (Resize::Letterbox, 0),
+        other if other.starts_with("Fit") || other.starts_with("Fill") => {
+            tracing::warn!(format = other, "unsupported resize format, using a black letterbox");
+            (Resize::Letterbox, 0)
+        }
+        _ => (Resize::Stretch, 0),
+    }
+}
+
+/// `model_type.json` as Roboflow's cache writes it.
+fn read_task_file(dir: &Path) -> Result<Option<String>> {
+    match std::fs::read(dir.join("model_type.json")) {
+        Ok(bytes) => {
+            let v: serde_json::Value = serde_json::from_slice(&bytes).context("model_type.json is not valid JSON")?;
+            Ok(v.get("project_task_type").and_then(|t| t.as_str()).map(str::to_string))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).context("cannot read model_type.json"),
+    }
+}
+
+fn read_class_names(dir: &Path) -> Result<Option<Vec<String>>> {
+    match std::fs::read_to_string(dir.join("class_names.txt")) {
+        Ok(text) => Ok(Some(
+            text.lines()
+                .map(|l| l.trim_end_matches('\r').to_string())
+                .filter(|l| !l.is_empty())
+                .collect(),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).context("cannot read class_names.txt"),
+    }
+}
+
+/// Turns `{id: name}` pairs into a list indexed by id (gaps become the id as text).
+fn class_map_to_list<'a>(pairs: impl Iterator<Item = (&'a str, String)>) -> Result<Vec<String>> {
+    let mut indexed: Vec<(usize, String)> = pairs
+        .map(|(k, v)| {
+            Ok((
+                k.trim()
+                    .parse::<usize>()
+                    .with_context(|| format!("class id {k:?} is not a number"))?,
+                v,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    indexed.sort_by_key(|(i, _)| *i);
+    let len = indexed.last().map_or(0, |(i, _)| i + 1);
+    if len > 100_000 {
+        bail!("class ids up to {len} are not plausible");
+    }
+    let mut names: Vec<String> = (0..len).map(|i| i.to_string()).collect();
+    for (i, name) in indexed {
+        names[i] = name;
+    }
+    Ok(names)
+}
+
+/// Parses the Python dict literal Ultralytics writes: `{0: 'person', 1: "dog's toy"}`.
+pub fn parse_python_names(text: &str) -> Result<Vec<String>> {
+    let body = text
+        .trim()
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .ok_or_else(|| anyhow!("not a dict"))?;
+    let mut pairs = Vec::new();
+    let mut chars = body.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace() || *c == ',') {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            break;
+        }
+        let key: String = std::iter::from_fn(|| chars.next_if(|c| *c != ':')).collect();
+        chars.next(); // ':'
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let quote = chars
+            .next()
+            .filter(|q| *q == '\'' || *q == '"')
+            .ok_or_else(|| anyhow!("expected a quoted name"))?;
+        let mut value = String::new();
+        loop {
+            match chars.next() {
+                None => bail!("unterminated string"),
+                Some('\\') => match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some('t') => value.push('\t'),
+                    Some(c) => value.push(c),
+                    None => bail!("unterminated escape"),
+                },
+                Some(c) if c == quote => break,
+                Some(c) => value.push(c),
+            }
+        }
+        pairs.push((key.trim().to_string(), value));
+    }
+    class_map_to_list(pairs.iter().map(|(k, v)| (k.as_str(), v.clone())))
+}
+
+/// Parses `[320, 320]` or `320` into (height, width).
+fn parse_imgsz(text: &str) -> Option<(u32, u32)> {
+    let nums: Vec<u32> = text
+        .trim_matches(|c: char| c == '[' || c == ']' || c == '(' || c == ')' || c.is_whitespace())
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().ok())
+        .collect::<Option<_>>()?;
+    match nums.as_slice() {
+        [s] => Some((*s, *s)),
+        [h, w] => Some((*h, *w)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ultralytics_names() {
+        assert_eq!(
+            parse_python_names("{0: 'circle', 1: 'square', 2: 'triangle'}").unwrap(),
+            vec!["circle", "square", "triangle"]
+        );
+        assert_eq!(
+            parse_python_names("{0: \"dog's toy\", 2: 'a, b'}").unwrap(),
+            vec!["dog's toy", "1", "a, b"]
+        );
+        assert_eq!(parse_python_names("{}").unwrap(), Vec::<String>::new());
+        assert!(parse_python_names("[1, 2]").is_err());
+        assert!(parse_python_names("{0: 'open").is_err());
+    }
+
+    #[test]
+    fn parses_imgsz() {
+        assert_eq!(parse_imgsz("[320, 320]"), Some((320, 320)));
+        assert_eq!(parse_imgsz("[256, 320]"), Some((256, 320)));
+        assert_eq!(parse_imgsz("640"), Some((640, 640)));
+        assert_eq!(parse_imgsz("[a]"), None);
+    }
+
+    #[test]
+    fn maps_roboflow_resize_formats() {
+        assert_eq!(roboflow_resize("Stretch to"), (Resize::Stretch, 0));
+        assert_eq!(roboflow_resize("Fit (grey edges) in"), (Resize::Letterbox, 114));
+        assert_eq!(roboflow_resize("Fit (white edges) in"), (Resize::Letterbox, 255));
+        assert_eq!(roboflow_resize("Fit within"), (Resize::Letterbox, 0));
+        assert_eq!(roboflow_resize("whatever"), (Resize::Stretch, 0));
+    }
+
+    #[test]
+    fn parses_tasks() {
+        assert_eq!(Task::parse("detect"), Some(Task::ObjectDetection));
+        assert_eq!(Task::parse("instance-segmentation"), Some(Task::InstanceSegmentation));
+        assert_eq!(Task::parse("pose"), Some(Task::KeypointDetection));
+        assert_eq!(Task::parse("classify"), Some(Task::Classification));
+        assert_eq!(Task::parse("nonsense"), None);
+    }
+}

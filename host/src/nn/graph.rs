@@ -1,0 +1,403 @@
+//! A wasi-nn graph backed by a pool of ONNX Runtime sessions the host builds and tunes.
+//!
+//! wasmtime-wasi-nn's stock ONNX backend holds one session behind a mutex for the whole run
+//! (concurrent requests for a model serialise), builds sessions with its own options and only
+//! handles f32. This graph keeps a small pool of sessions built with our options, so
+//! concurrent plugin calls run in parallel, and converts every common tensor type.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context, Result};
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::{Session, SessionInputValue};
+use ort::tensor::TensorElementType;
+use ort::value::{DynValue, Tensor as OrtTensor, ValueType};
+use parking_lot::{Condvar, Mutex};
+use wasmtime_wasi_nn::backend::{BackendError, BackendExecutionContext, BackendGraph, Id, NamedTensor};
+use wasmtime_wasi_nn::wit::TensorType;
+use wasmtime_wasi_nn::{ExecutionContext, Graph, Tensor};
+
+use super::runtime::Device;
+
+/// Declared shape and element type of a model input or output (-1 = dynamic).
+#[derive(Clone, Debug)]
+pub struct TensorSpec {
+    pub name: String,
+    pub dims: Vec<i64>,
+    pub element: TensorElementType,
+}
+
+/// What a model looks like from the outside: its tensors and metadata properties.
+#[derive(Clone, Debug, Default)]
+pub struct ModelSignature {
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+    pub metadata: Vec<(String, String)>,
+}
+
+/// Options for building sessions.
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    pub device: Device,
+    /// The most sessions kept per model (each can run one inference at a time).
+    pub max_sessions: usize,
+}
+
+/// A loaded ONNX model: a pool of sessions over one weights file.
+pub struct OnnxModel {
+    path: PathBuf,
+    options: SessionOptions,
+    signature: ModelSignature,
+    idle: Mutex<Vec<Session>>,
+    freed: Condvar,
+    created: AtomicUsize,
+    runs: AtomicUsize,
+}
+
+impl OnnxModel {
+    /// Builds the first session (validating the file) and reads the model's signature.
+    pub fn load(path: &Path, options: SessionOptions) -> Result<Arc<Self>> {
+        let session = build_session(path, &options)?;
+        let signature = read_signature(&session)?;
+        Ok(Arc::new(Self {
+            path: path.to_path_buf(),
+            options,
+            signature,
+            idle: Mutex::new(vec![session]),
+            freed: Condvar::new(),
+            created: AtomicUsize::new(1),
+            runs: AtomicUsize::new(0),
+        }))
+    }
+
+    pub fn signature(&self) -> &ModelSignature {
+        &self.signature
+    }
+
+    /// Number of inferences run so far.
+    pub fn runs(&self) -> usize {
+        self.runs.load(Ordering::Relaxed)
+    }
+
+    /// Takes an idle session, building another one if the pool may still grow, else waits.
+    fn checkout(&self) -> Result<Session> {
+        let mut idle = self.idle.lock();
+        loop {
+            if let Some(session) = idle.pop() {
+                return Ok(session);
+            }
+            let created = self.created.load(Ordering::Acquire);
+            if created < self.options.max_sessions
+                && self
+                    .created
+                    .compare_exchange(created, created + 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            {
+                drop(idle);
+                return build_session(&self.path, &self.options).inspect_err(|_| {
+                    self.created.fetch_sub(1, Ordering::AcqRel);
+                });
+            }
+            self.freed.wait(&mut idle);
+        }
+    }
+
+    fn checkin(&self, session: Session) {
+        self.idle.lock().push(session);
+        self.freed.notify_one();
+    }
+
+    /// Runs the model on named inputs and returns every output, in the model's order.
+    pub fn run(&self, inputs: Vec<NamedTensor>) -> Result<Vec<NamedTensor>> {
+        let mut values: Vec<(String, SessionInputValue<'static>)> = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            let spec = self
+                .signature
+                .inputs
+                .iter()
+                .find(|s| s.name == input.name)
+                .ok_or_else(|| anyhow!("the model has no input named {:?}", input.name))?;
+            check_shape(spec, &input.tensor)?;
+            values.push((input.name, to_ort_value(input.tensor)?.into()));
+        }
+        let mut session = self.checkout()?;
+        let result = run_session(&mut session, values, &self.signature.outputs);
+        self.checkin(session);
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+}
+
+fn run_session(
+    session: &mut Session,
+    values: Vec<(String, SessionInputValue<'static>)>,
+    outputs: &[TensorSpec],
+) -> Result<Vec<NamedTensor>> {
+    let results = session.run(values).context("ONNX Runtime run failed")?;
+    outputs
+        .iter()
+        .map(|spec| {
+            let value = results
+                .get(&spec.name)
+                .ok_or_else(|| anyhow!("output {:?} missing from the run", spec.name))?;
+            Ok(NamedTensor {
+                name: spec.name.clone(),
+                tensor: from_ort_value(value)?,
+            })
+        })
+        .collect()
+}
+
+fn build_session(path: &Path, options: &SessionOptions) -> Result<Session> {
+    let mut builder = Session::builder()?
+        .with_optimization_level(GraphOptimizationLevel::Level3)?
+        // One op at a time per session; parallelism comes from the shared intra-op pool.
+        .with_parallel_execution(false)?;
+    if options.device == Device::Cuda {
+        builder = builder.with_execution_providers([cuda_provider()?])?;
+    }
+    builder
+        .commit_from_file(path)
+        .with_context(|| format!("ONNX Runtime cannot load {}", path.display()))
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_provider() -> Result<ort::execution_providers::ExecutionProviderDispatch> {
+    use ort::execution_providers::{CUDAExecutionProvider, ExecutionProvider};
+    let ep = CUDAExecutionProvider::default();
+    if !ep.is_available().unwrap_or(false) {
+        anyhow::bail!(
+            "the CUDA execution provider is not available in this ONNX Runtime library (use the onnxruntime-gpu build)"
+        );
+    }
+    // error_on_failure: never fall back to CPU silently when --device cuda was asked for.
+    Ok(ep.build().error_on_failure())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_provider() -> Result<ort::execution_providers::ExecutionProviderDispatch> {
+    anyhow::bail!("this build has no CUDA support: rebuild with `--features cuda`")
+}
+
+fn read_signature(session: &Session) -> Result<ModelSignature> {
+    let spec = |name: &str, ty: &ValueType| -> Result<TensorSpec> {
+        match ty {
+            ValueType::Tensor { ty, shape, .. } => Ok(TensorSpec {
+                name: name.to_string(),
+                dims: shape.iter().copied().collect(),
+                element: *ty,
+            }),
+            other => Err(anyhow!("tensor {name:?} is not a tensor but {other:?}")),
+        }
+    };
+    let inputs = session
+        .inputs
+        .iter()
+        .map(|i| spec(&i.name, &i.input_type))
+        .collect::<Result<_>>()?;
+    let outputs = session
+        .outputs
+        .iter()
+        .map(|o| spec(&o.name, &o.output_type))
+        .collect::<Result<_>>()?;
+    let meta = session.metadata()?;
+    let mut metadata = Vec::new();
+    for key in meta.custom_keys().unwrap_or_default() {
+        if let Ok(Some(value)) = meta.custom(&key) {
+            metadata.push((key, value));
+        }
+    }
+    metadata.sort();
+    Ok(ModelSignature {
+        inputs,
+        outputs,
+        metadata,
+    })
+}
+
+fn check_shape(spec: &TensorSpec, tensor: &Tensor) -> Result<()> {
+    let ok = spec.dims.len() == tensor.dimensions.len()
+        && spec
+            .dims
+            .iter()
+            .zip(&tensor.dimensions)
+            .all(|(want, got)| *want < 0 || *want == i64::from(*got));
+    if !ok {
+        return Err(anyhow!(
+            "input {:?} expects shape {:?} (-1 = any), got {:?}",
+            spec.name,
+            spec.dims,
+            tensor.dimensions
+        ));
+    }
+    Ok(())
+}
+
+fn element_size(ty: TensorType) -> usize {
+    match ty {
+        TensorType::Fp16 | TensorType::Bf16 => 2,
+        TensorType::Fp32 | TensorType::I32 => 4,
+        TensorType::Fp64 | TensorType::I64 => 8,
+        TensorType::U8 => 1,
+    }
+}
+
+fn to_ort_value(tensor: Tensor) -> Result<DynValue> {
+    let count: usize = tensor.dimensions.iter().map(|d| *d as usize).product();
+    let expected = count
+        .checked_mul(element_size(tensor.ty))
+        .ok_or_else(|| anyhow!("tensor too large"))?;
+    if tensor.data.len() != expected {
+        return Err(anyhow!(
+            "tensor data has {} bytes, its shape {:?} of {:?} needs {expected}",
+            tensor.data.len(),
+            tensor.dimensions,
+            tensor.ty
+        ));
+    }
+    let shape: Vec<i64> = tensor.dimensions.iter().map(|d| i64::from(*d)).collect();
+    macro_rules! le {
+        ($t:ty, $n:expr) => {
+            tensor
+                .data
+                .chunks_exact($n)
+                .map(|c| <$t>::from_le_bytes(c.try_into().expect("chunk size")))
+                .collect::<Vec<$t>>()
+        };
+    }
+    let value = match tensor.ty {
+        TensorType::Fp32 => OrtTensor::from_array((shape, le!(f32, 4)))?.into_dyn(),
+        TensorType::Fp64 => OrtTensor::from_array((shape, le!(f64, 8)))?.into_dyn(),
+        TensorType::I32 => OrtTensor::from_array((shape, le!(i32, 4)))?.into_dyn(),
+        TensorType::I64 => OrtTensor::from_array((shape, le!(i64, 8)))?.into_dyn(),
+        TensorType::U8 => OrtTensor::from_array((shape, tensor.data))?.into_dyn(),
+        other => return Err(anyhow!("input tensors of type {other:?} are not supported")),
+    };
+    Ok(value)
+}
+
+fn from_ort_value(value: &DynValue) -> Result<Tensor> {
+    fn bytes<T: Copy, const N: usize>(data: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(data.len() * N);
+        for v in data {
+            out.extend_from_slice(&f(*v));
+        }
+        out
+    }
+    let element = match value.dtype() {
+        ValueType::Tensor { ty, .. } => *ty,
+        other => return Err(anyhow!("output is not a tensor but {other:?}")),
+    };
+    let (shape, ty, data) = match element {
+        TensorElementType::Float32 => {
+            let (s, d) = value.try_extract_tensor::<f32>()?;
+            (s.clone(), TensorType::Fp32, bytes(d, f32::to_le_bytes))
+        }
+        TensorElementType::Float64 => {
+            let (s, d) = value.try_extract_tensor::<f64>()?;
+            (s.clone(), TensorType::Fp64, bytes(d, f64::to_le_bytes))
+        }
+        TensorElementType::Int64 => {
+            let (s, d) = value.try_extract_tensor::<i64>()?;
+            (s.clone(), TensorType::I64, bytes(d, i64::to_le_bytes))
+        }
+        TensorElementType::Int32 => {
+            let (s, d) = value.try_extract_tensor::<i32>()?;
+            (s.clone(), TensorType::I32, bytes(d, i32::to_le_bytes))
+        }
+        TensorElementType::Uint8 => {
+            let (s, d) = value.try_extract_tensor::<u8>()?;
+            (s.clone(), TensorType::U8, d.to_vec())
+        }
+        other => return Err(anyhow!("output tensors of type {other:?} are not supported")),
+    };
+    let dimensions = shape
+        .iter()
+        .map(|d| u32::try_from(*d).map_err(|_| anyhow!("output dimension {d} out of range")))
+        .collect::<Result<_>>()?;
+    Ok(Tensor { dimensions, ty, data })
+}
+
+/// The wasi-nn view of a model for one plugin call. Counts the runs it starts so the host
+/// can cap them per call.
+pub struct CallGraph {
+    model: Arc<OnnxModel>,
+    runs: Arc<AtomicUsize>,
+    max_runs: usize,
+}
+
+impl CallGraph {
+    pub fn graph(model: Arc<OnnxModel>, runs: Arc<AtomicUsize>, max_runs: usize) -> Graph {
+        let graph: Box<dyn BackendGraph> = Box::new(Self { model, runs, max_runs });
+        graph.into()
+    }
+}
+
+impl BackendGraph for CallGraph {
+    fn init_execution_context(&self) -> Result<ExecutionContext, BackendError> {
+        let ctx: Box<dyn BackendExecutionContext> = Box::new(CallContext {
+            model: self.model.clone(),
+            runs: self.runs.clone(),
+            max_runs: self.max_runs,
+        });
+        Ok(ctx.into())
+    }
+}
+
+struct CallContext {
+    model: Arc<OnnxModel>,
+    runs: Arc<AtomicUsize>,
+    max_runs: usize,
+}
+
+impl BackendExecutionContext for CallContext {
+    fn set_input(&mut self, _id: Id, _tensor: &Tensor) -> Result<(), BackendError> {
+        Err(unsupported("set-input (use compute with named inputs)"))
+    }
+
+    fn get_output(&mut self, _id: Id) -> Result<Tensor, BackendError> {
+        Err(unsupported("get-output (compute returns the outputs)"))
+    }
+
+    fn compute(&mut self, inputs: Option<Vec<NamedTensor>>) -> Result<Option<Vec<NamedTensor>>, BackendError> {
+        let inputs = inputs.ok_or_else(|| unsupported("compute without inputs"))?;
+        let n = self.runs.fetch_add(1, Ordering::Relaxed) + 1;
+        if n > self.max_runs {
+            return Err(BackendError::BackendAccess(wasmtime::format_err!(
+                "model run limit reached: at most {} runs per call",
+                self.max_runs
+            )));
+        }
+        self.model
+            .run(inputs)
+            .map(Some)
+            .map_err(|e| BackendError::BackendAccess(wasmtime::format_err!("{e:#}")))
+    }
+}
+
+fn unsupported(what: &str) -> BackendError {
+    BackendError::BackendAccess(wasmtime::format_err!("{what} is not supported by this host"))
+}
+
+/// The graphs one plugin call may load by name: exactly the request's model.
+pub struct CallRegistry {
+    name: String,
+    graph: Graph,
+}
+
+impl CallRegistry {
+    pub fn new(name: String, graph: Graph) -> Self {
+        Self { name, graph }
+    }
+}
+
+impl wasmtime_wasi_nn::GraphRegistry for CallRegistry {
+    fn get(&self, name: &str) -> Option<&Graph> {
+        (name == self.name).then_some(&self.graph)
+    }
+    fn get_mut(&mut self, name: &str) -> Option<&mut Graph> {
+        (name == self.name).then_some(&mut self.graph)
+    }
+}

@@ -1,0 +1,7 @@
+//! The wasi-nn side of the host: ONNX Runtime sessions behind graphs that plugins load by name.
+
+pub mod graph;
+pub mod runtime;
+
+pub use graph::{CallGraph, CallRegistry, ModelSignature, OnnxModel, SessionOptions};
+pub use runtime::Device;

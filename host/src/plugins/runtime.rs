@@ -1,0 +1,167 @@
+//! The WebAssembly runtime plugins run in: one engine for the process, a fresh store per
+//! call with a memory cap and a wall-clock deadline, and only the capabilities plugins need.
+
+use std::path::Path;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_nn::wit::WasiNnView;
+use wasmtime_wasi_nn::{Graph, Registry};
+
+use crate::nn::{CallGraph, CallRegistry, OnnxModel};
+
+/// How often the epoch advances; deadlines are counted in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Limits applied to every plugin call.
+#[derive(Clone, Debug)]
+pub struct CallLimits {
+    pub deadline: Duration,
+    pub memory_bytes: usize,
+    pub max_model_runs: usize,
+}
+
+impl Default for CallLimits {
+    fn default() -> Self {
+        Self {
+            deadline: Duration::from_secs(30),
+            memory_bytes: 512 << 20,
+            max_model_runs: 64,
+        }
+    }
+}
+
+/// Per-call state: WASI with nothing granted, wasi-nn with no backends (so a plugin can
+/// only `load-by-name` the graph registered for this call), and the store's limits.
+pub struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    nn: wasmtime_wasi_nn::wit::WasiNnCtx,
+    limits: StoreLimits,
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+fn nn_view(state: &mut CallState) -> WasiNnView<'_> {
+    WasiNnView::new(&mut state.table, &mut state.nn)
+}
+
+/// What the plugin may write to stderr per call (the rest is dropped).
+const STDERR_CAPACITY: usize = 8 << 10;
+
+/// A store for one call, with what the call leaves behind.
+pub struct CallStore {
+    pub store: Store<CallState>,
+    /// Model runs the call started.
+    pub runs: Arc<AtomicUsize>,
+    pub stderr: MemoryOutputPipe,
+}
+
+impl CallStore {
+    /// The last thing the plugin said on stderr, typically its panic message (Rust's
+    /// "note: run with RUST_BACKTRACE" hint is skipped).
+    pub fn last_stderr_line(&self) -> Option<String> {
+        let bytes = self.stderr.contents();
+        let text = String::from_utf8_lossy(&bytes);
+        text.lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+            .map(|l| l.chars().take(500).collect())
+    }
+}
+
+/// The process-wide engine and linker.
+pub struct PluginRuntime {
+    engine: Engine,
+    linker: Linker<CallState>,
+}
+
+impl PluginRuntime {
+    pub fn new() -> Result<Self> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("cannot create the WebAssembly engine")?;
+        let mut linker = Linker::new(&engine);
+        // A Rust guest's std needs wasi:io and wasi:cli; the context grants no files,
+        // sockets, environment or arguments, and stdio goes nowhere.
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("cannot link WASI")?;
+        wasmtime_wasi_nn::wit::add_to_linker(&mut linker, nn_view)
+            .map_err(anyhow::Error::from)
+            .context("cannot link wasi-nn")?;
+        start_epoch_ticker(&engine);
+        Ok(Self { engine, linker })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn linker(&self) -> &Linker<CallState> {
+        &self.linker
+    }
+
+    /// Compiles a component from a `.wasm` file.
+    pub fn compile(&self, path: &Path) -> Result<Component> {
+        Component::from_file(&self.engine, path)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("cannot compile plugin {}", path.display()))
+    }
+
+    /// A fresh store for one call, with `model` registered as the graph named `graph_name`.
+    pub fn store(&self, limits: &CallLimits, graph_name: &str, model: Arc<OnnxModel>) -> CallStore {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let graph: Graph = CallGraph::graph(model, runs.clone(), limits.max_model_runs);
+        let registry = Registry::from(CallRegistry::new(graph_name.to_string(), graph));
+        // The plugin's stderr is kept (capped) so a panic message can explain a trap.
+        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        let state = CallState {
+            wasi: WasiCtx::builder().stderr(stderr.clone()).build(),
+            table: ResourceTable::new(),
+            nn: wasmtime_wasi_nn::wit::WasiNnCtx::new([], registry),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.memory_bytes)
+                .instances(4)
+                .tables(16)
+                .memories(4)
+                .trap_on_grow_failure(true)
+                .build(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        let ticks = (limits.deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        CallStore { store, runs, stderr }
+    }
+}
+
+fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("wasm-epoch".into())
+        .spawn(move || loop {
+            std::thread::sleep(EPOCH_TICK);
+            match weak.upgrade() {
+                Some(engine) => engine.increment_epoch(),
+                None => return,
+            }
+        })
+        .expect("spawning the epoch thread");
+}

@@ -1,0 +1,108 @@
+//! Starting the server in the foreground: ONNX Runtime, plugins, listener, then serving
+//! until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tokio::sync::Semaphore;
+
+use crate::cli::ServeArgs;
+use crate::input::InputLimits;
+use crate::models::ModelStore;
+use crate::nn::{self, SessionOptions};
+use crate::plugins::{CallLimits, PluginRuntime, PluginSet};
+use crate::server::{self, AppState};
+
+fn default_plugins_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot locate the running executable")?;
+    Ok(exe
+        .parent()
+        .context("executable has no parent directory")?
+        .join("plugins"))
+}
+
+pub async fn run(args: ServeArgs) -> Result<()> {
+    let started = Instant::now();
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = args.threads.unwrap_or(cpus).max(1);
+
+    let library = nn::runtime::locate_library(args.ort_library.as_deref())?;
+    nn::runtime::init(&library, threads)?;
+    tracing::info!(library = %library.display(), threads, "ONNX Runtime ready");
+
+    let runtime = PluginRuntime::new()?;
+    let plugins_dir = match args.plugins_dir.clone() {
+        Some(dir) => dir,
+        None => default_plugins_dir()?,
+    };
+    let plugins = PluginSet::load(&runtime, &plugins_dir)?;
+
+    if !args.models_dir.is_dir() {
+        tracing::warn!(dir = %args.models_dir.display(), "models directory does not exist (yet)");
+    }
+    let options = SessionOptions {
+        device: args.device,
+        max_sessions: args.sessions_per_model.unwrap_or(cpus.min(4)).max(1),
+    };
+    let state = Arc::new(AppState {
+        models: ModelStore::new(args.models_dir.clone(), options),
+        runtime,
+        plugins,
+        call_limits: CallLimits {
+            deadline: Duration::from_millis(args.plugin_timeout_ms),
+            memory_bytes: args.plugin_memory_mib << 20,
+            ..CallLimits::default()
+        },
+        input_limits: InputLimits {
+            max_image_pixels: args.max_image_pixels,
+            max_url_bytes: args.max_url_bytes,
+            url_timeout: Duration::from_millis(args.url_timeout_ms),
+            max_batch: args.max_batch,
+        },
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .context("cannot create the HTTP client")?,
+        server_id: uuid::Uuid::new_v4().simple().to_string()[..6].to_string(),
+        ready: AtomicBool::new(false),
+        call_slots: Semaphore::new(args.max_concurrent_calls.unwrap_or(2 * cpus).max(1)),
+    });
+
+    let addr = SocketAddr::new(args.target.host, args.target.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let app = server::router(state.clone(), args.max_body_bytes);
+    state.ready.store(true, Ordering::Release);
+    tracing::info!(url = %format!("http://{addr}"), models_dir = %args.models_dir.display(),
+        plugins_dir = %plugins_dir.display(), startup_ms = started.elapsed().as_millis() as u64, "server ready");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server failed")?;
+    tracing::info!("server stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

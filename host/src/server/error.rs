@@ -1,0 +1,85 @@
+//! The one place errors become HTTP responses: `{"message": ...}` with the right status.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::input::InputError;
+use crate::models::{InvalidModelId, ModelError};
+use crate::plugins::{CallError, PluginErrorKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("Could not load input image. Cause: {0}")]
+    Image(#[from] InputError),
+    #[error(transparent)]
+    ModelId(#[from] InvalidModelId),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Plugin(#[from] CallError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    NotImplemented(String),
+    #[error("Internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) | ApiError::Image(_) | ApiError::ModelId(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Model(ModelError::NotFound(..)) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Model(ModelError::Broken { .. }) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Plugin(CallError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Plugin(CallError::Plugin {
+                kind: PluginErrorKind::InvalidInput,
+                ..
+            }) => StatusCode::BAD_REQUEST,
+            ApiError::Plugin(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = self.to_string();
+        if status.is_server_error() {
+            tracing::error!(status = status.as_u16(), %message, "request failed");
+        } else {
+            tracing::debug!(status = status.as_u16(), %message, "request rejected");
+        }
+        let mut response = (status, Json(json!({ "message": message }))).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::BytesRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge("Request body is larger than the server's limit".into())
+        } else {
+            ApiError::BadRequest(format!("Cannot read request body: {}", rejection.body_text()))
+        }
+    }
+}

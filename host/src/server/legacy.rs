@@ -1,0 +1,158 @@
+//! The legacy hosted-API route `GET|POST /{dataset}/{version}`: parameters in the query,
+//! the image as `?image=<url>`, a multipart part `file`, or the raw body.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::infer::{Confidence, DEFAULT_MAX_DETECTIONS};
+use super::AppState;
+use crate::input::{decode_base64, ImageSource};
+use crate::pipeline;
+use crate::plugins::DetectParams;
+
+#[derive(Debug, Deserialize)]
+pub struct LegacyQuery {
+    #[serde(default)]
+    pub confidence: Option<Confidence>,
+    #[serde(default)]
+    pub overlap: Option<f32>,
+    #[serde(default)]
+    pub max_detections: Option<u32>,
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub image_type: Option<String>,
+    #[serde(default)]
+    pub format: Option<String>,
+}
+
+/// Roboflow's legacy defaults differ from `/infer/*`.
+const LEGACY_CONFIDENCE: f32 = 0.4;
+const LEGACY_OVERLAP: f32 = 0.3;
+/// The legacy route floors confidence to keep clients from asking for every candidate.
+const LEGACY_MIN_CONFIDENCE: f32 = 0.01;
+
+/// Percentages (values ≥ 1) are accepted as Roboflow's hosted API does.
+fn fraction(v: f32) -> f32 {
+    if v >= 1.0 {
+        v / 100.0
+    } else {
+        v
+    }
+}
+
+pub async fn legacy_infer(
+    State(state): State<Arc<AppState>>,
+    Path((dataset, version)): Path<(String, String)>,
+    query: Result<Query<LegacyQuery>, axum::extract::rejection::QueryRejection>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let Query(query) =
+        query.map_err(|e| ApiError::BadRequest(format!("Invalid query parameters: {}", e.body_text())))?;
+    match query.format.as_deref() {
+        None | Some("json") => {}
+        Some(other) => {
+            return Err(ApiError::NotImplemented(format!(
+                "format={other} is not supported yet (use format=json)"
+            )))
+        }
+    }
+    let numpy = match query.image_type.as_deref() {
+        None | Some("base64") => false,
+        Some("numpy") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "image_type must be base64 or numpy, got {other:?}"
+            )))
+        }
+    };
+    let source = if let Some(url) = query.image.clone() {
+        ImageSource::Url(url)
+    } else {
+        body_source(&state, request, numpy).await?
+    };
+    let confidence = match &query.confidence {
+        Some(c) => fraction(c.value()?).max(LEGACY_MIN_CONFIDENCE),
+        None => LEGACY_CONFIDENCE,
+    };
+    let params = DetectParams {
+        confidence,
+        iou_threshold: query.overlap.map(fraction).unwrap_or(LEGACY_OVERLAP),
+        class_agnostic_nms: false,
+        max_detections: query.max_detections.unwrap_or(DEFAULT_MAX_DETECTIONS),
+        class_filter: None,
+    };
+    let model_id = format!("{dataset}/{version}");
+    let inference_id = uuid::Uuid::new_v4().to_string();
+    let mut responses = pipeline::object_detection(&state, &model_id, vec![source], params, inference_id).await?;
+    Ok(Json(responses.remove(0)).into_response())
+}
+
+/// The image in the body: multipart part `file`, else base64 text, else raw image bytes.
+async fn body_source(state: &AppState, request: Request, numpy: bool) -> Result<ImageSource, ApiError> {
+    let content_type = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    let Some(content_type) = content_type else {
+        return Err(ApiError::BadRequest(
+            "Content-Type header not provided with request.".into(),
+        ));
+    };
+    let bytes = if content_type.starts_with("multipart/form-data") {
+        let mut multipart = Multipart::from_request(request, state)
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("Invalid multipart body: {}", e.body_text())))?;
+        let mut file = None;
+        while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+            if field.name() == Some("file") {
+                file = Some(field.bytes().await.map_err(multipart_error)?);
+                break;
+            }
+        }
+        let file = file.ok_or_else(|| {
+            ApiError::BadRequest("Expected image to be send in part named 'file' of multipart/form-data request".into())
+        })?;
+        // A multipart upload carries the file itself, never base64.
+        return Ok(if numpy {
+            ImageSource::Numpy(file.to_vec())
+        } else {
+            ImageSource::Encoded(file.to_vec())
+        });
+    } else {
+        Bytes::from_request(request, state).await?
+    };
+    if bytes.is_empty() {
+        return Err(ApiError::BadRequest(
+            "Request body is empty: send the image as base64 text, a multipart part `file`, or ?image=<url>".into(),
+        ));
+    }
+    // Base64 text is what Roboflow's clients send; raw bytes (a JPEG, a pickle) are accepted too.
+    let looks_like_text = bytes.iter().all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace());
+    let payload = if looks_like_text {
+        decode_base64(std::str::from_utf8(&bytes).unwrap_or_default())?
+    } else {
+        bytes.to_vec()
+    };
+    Ok(if numpy {
+        ImageSource::Numpy(payload)
+    } else {
+        ImageSource::Encoded(payload)
+    })
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge("Request body is larger than the server's limit".into())
+    } else {
+        ApiError::BadRequest(format!("Invalid multipart body: {}", e.body_text()))
+    }
+}

@@ -25,6 +25,11 @@ pub enum Command {
         #[command(subcommand)]
         action: ServerAction,
     },
+    /// Measure speed: the raw native pipeline, or a running server over HTTP.
+    Benchmark {
+        #[command(subcommand)]
+        action: crate::bench::BenchAction,
+    },
 }
 
 #[derive(Debug, Subcommand)]

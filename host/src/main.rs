@@ -1,6 +1,7 @@
 //! `inference`: a computer-vision inference server. HTTP requests are decoded here, models
 //! run in ONNX Runtime, and task logic runs in sandboxed WebAssembly plugins.
 
+mod bench;
 mod cli;
 mod daemon;
 mod input;
@@ -57,6 +58,7 @@ fn main() -> ExitCode {
                 Err(e) => Err(e),
             },
         },
+        Command::Benchmark { action } => bench::run(action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

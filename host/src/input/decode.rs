@@ -36,6 +36,11 @@ pub fn decode_image(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, InputErro
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
+    if is_jpeg && !jpeg_is_complete(bytes) {
+        return Err(InputError::Decode(
+            "truncated JPEG (no end-of-image marker after the last scan)".into(),
+        ));
+    }
     let mut img = match is_jpeg.then(|| decode_jpeg(bytes, w, h)).flatten() {
         Some(img) => img,
         None => DynamicImage::from_decoder(decoder).map_err(|e| InputError::Decode(e.to_string()))?,
@@ -47,6 +52,15 @@ pub fn decode_image(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, InputErro
         height: rgb.height(),
         rgb: rgb.into_raw(),
     })
+}
+
+/// libjpeg pads a truncated JPEG with grey and only warns; OpenCV (and we) refuse it. Inside
+/// entropy-coded data 0xFF is always stuffed, so an EOI marker (FF D9) after the last
+/// start-of-scan (FF DA) means the file is whole.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last_sos = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    let last_eoi = bytes.windows(2).rposition(|w| w == [0xFF, 0xD9]);
+    matches!((last_sos, last_eoi), (Some(sos), Some(eoi)) if eoi > sos)
 }
 
 /// libjpeg-turbo decode to RGB (ISLOW IDCT, fancy upsampling: OpenCV's settings). `None`
@@ -163,6 +177,23 @@ mod tests {
         let full = png(20, 20, image::ColorType::Rgb8);
         assert!(decode_image(&full[..full.len() / 2], 1000).is_err());
         assert!(decode_image(&[], 1000).is_err());
+    }
+
+    #[test]
+    fn refuses_truncated_jpeg() {
+        let bytes = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/images/dev/02_multi_640x480.jpg"
+        ))
+        .unwrap();
+        assert!(decode_image(&bytes, 1 << 24).is_ok());
+        for cut in [1000, bytes.len() / 2, bytes.len() - 2] {
+            let err = decode_image(&bytes[..cut], 1 << 24).unwrap_err();
+            assert!(
+                err.to_string().contains("JPEG") || err.to_string().contains("decode"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -5,9 +5,9 @@ use std::time::Instant;
 
 use futures_util::future::try_join_all;
 
-use crate::input::{self, ImageSource, InputError};
+use crate::input::{self, ImageSource, InputError, RgbImage};
 use crate::models::{LoadedModel, ModelId, Task};
-use crate::plugins::{CallError, DetectParams, RgbImage};
+use crate::plugins::{CallError, DetectParams};
 use crate::server::error::ApiError;
 use crate::server::responses::{ImageSize, ObjectDetectionPrediction, ObjectDetectionResponse};
 use crate::server::AppState;
@@ -79,6 +79,13 @@ pub async fn object_detection(
     .await
     .map_err(|e| ApiError::Internal(format!("plugin thread failed: {e}")))??;
     let time = started.elapsed().as_secs_f64();
+    tracing::debug!(
+        model = model_id,
+        images = sizes.len(),
+        plugin_ms = outcome.elapsed.as_secs_f64() * 1e3,
+        model_runs = outcome.model_runs,
+        "object detection done"
+    );
     if outcome.value.len() != sizes.len() {
         return Err(CallError::Trap {
             plugin: "object-detection".into(),

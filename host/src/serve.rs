@@ -32,6 +32,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 
     let library = nn::runtime::locate_library(args.ort_library.as_deref())?;
     nn::runtime::init(&library, threads)?;
+    nn::runtime::check_device(args.device)?;
     tracing::info!(library = %library.display(), threads, "ONNX Runtime ready");
 
     let runtime = PluginRuntime::new()?;

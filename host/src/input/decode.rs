@@ -11,7 +11,7 @@ use image::{DynamicImage, ImageDecoder, ImageReader};
 
 use super::numpy::{decode_numpy, NumpyImage};
 use super::InputError;
-use crate::plugins::RgbImage;
+use super::RgbImage;
 
 /// Decodes an encoded image: EXIF orientation applied, alpha dropped (not composited, as
 /// OpenCV does), grey expanded to RGB.

@@ -8,7 +8,18 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use crate::plugins::RgbImage;
+/// A decoded image: RGB8, row-major, tightly packed.
+pub struct RgbImage {
+    pub width: u32,
+    pub height: u32,
+    pub rgb: Vec<u8>,
+}
+
+impl std::fmt::Debug for RgbImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RgbImage({}x{})", self.width, self.height)
+    }
+}
 
 /// Limits on untrusted input.
 #[derive(Clone, Debug)]

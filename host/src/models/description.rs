@@ -171,12 +171,10 @@ impl ModelDescription {
         let imgsz = meta("imgsz").and_then(parse_imgsz);
         let (input_height, input_width) = if h_dim > 0 && w_dim > 0 {
             (h_dim as u32, w_dim as u32)
-        } else if let Some(r) = resize_settings.as_ref().and_then(|r| Some((r.height?, r.width?))) {
-            r
-        } else if let Some(hw) = imgsz {
-            hw
         } else {
-            (640, 640)
+            // A dynamic input: Roboflow's resize settings, else the export size, else YOLO's usual.
+            let from_env = resize_settings.as_ref().and_then(|r| Some((r.height?, r.width?)));
+            from_env.or(imgsz).unwrap_or((640, 640))
         };
         if input_height == 0 || input_width == 0 || input_height > 8192 || input_width > 8192 {
             bail!("unusable input size {input_width}x{input_height}");

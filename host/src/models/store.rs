@@ -44,10 +44,6 @@ impl ModelStore {
         }
     }
 
-    pub fn root(&self) -> &PathBuf {
-        &self.root
-    }
-
     /// Returns the model, loading it if needed. Returns whether this call loaded it.
     pub async fn get(&self, id: &ModelId) -> Result<(Arc<LoadedModel>, bool), ModelError> {
         let slot = self.slots.lock().entry(id.clone()).or_default().clone();

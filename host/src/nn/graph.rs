@@ -53,7 +53,6 @@ pub struct OnnxModel {
     idle: Mutex<Vec<Session>>,
     freed: Condvar,
     created: AtomicUsize,
-    runs: AtomicUsize,
 }
 
 impl OnnxModel {
@@ -68,17 +67,11 @@ impl OnnxModel {
             idle: Mutex::new(vec![session]),
             freed: Condvar::new(),
             created: AtomicUsize::new(1),
-            runs: AtomicUsize::new(0),
         }))
     }
 
     pub fn signature(&self) -> &ModelSignature {
         &self.signature
-    }
-
-    /// Number of inferences run so far.
-    pub fn runs(&self) -> usize {
-        self.runs.load(Ordering::Relaxed)
     }
 
     /// Takes an idle session, building another one if the pool may still grow, else waits.
@@ -125,7 +118,6 @@ impl OnnxModel {
         let mut session = self.checkout()?;
         let result = run_session(&mut session, values, &self.signature.outputs);
         self.checkin(session);
-        self.runs.fetch_add(1, Ordering::Relaxed);
         result
     }
 }
@@ -399,5 +391,140 @@ impl wasmtime_wasi_nn::GraphRegistry for CallRegistry {
     }
     fn get_mut(&mut self, name: &str) -> Option<&mut Graph> {
         (name == self.name).then_some(&mut self.graph)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime_wasi_nn::GraphRegistry;
+
+    fn fixture(rel: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+    }
+
+    /// Reads a little-endian f32 .npy (version 1) as written by numpy.save.
+    fn read_f32_npy(path: &Path) -> (Vec<u32>, Vec<f32>) {
+        let bytes = std::fs::read(path).unwrap();
+        let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        let header = std::str::from_utf8(&bytes[10..10 + header_len]).unwrap();
+        assert!(header.contains("'descr': '<f4'"), "{header}");
+        let shape = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
+        let dims = shape.split(',').filter_map(|d| d.trim().parse().ok()).collect();
+        let data = bytes[10 + header_len..]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        (dims, data)
+    }
+
+    fn init_ort() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            let lib = std::env::var_os("ORT_DYLIB_PATH")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| fixture(".cache/ort/libonnxruntime.so.1.31.1"));
+            super::super::runtime::init(&lib, 2).expect("ONNX Runtime (run scripts/setup first)");
+        });
+    }
+
+    fn f32_tensor(dims: Vec<u32>, data: &[f32]) -> Tensor {
+        Tensor {
+            dimensions: dims,
+            ty: TensorType::Fp32,
+            data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+
+    #[test]
+    fn runs_the_model_like_ultralytics_did() {
+        init_ort();
+        let options = SessionOptions {
+            device: Device::Cpu,
+            max_sessions: 2,
+        };
+        let model = OnnxModel::load(&fixture("tests/fixtures/models/shapes-detect.onnx"), options).unwrap();
+        let sig = model.signature();
+        assert_eq!(sig.inputs[0].name, "images");
+        assert_eq!(sig.inputs[0].dims, vec![-1, 3, -1, -1]);
+        assert!(sig.metadata.iter().any(|(k, v)| k == "task" && v == "detect"));
+
+        let (in_dims, input) = read_f32_npy(&fixture(
+            "tests/fixtures/reference/dev/tensors/01_multi_320x320.letterbox_320x320.input.npy",
+        ));
+        let (out_dims, expected) = read_f32_npy(&fixture(
+            "tests/fixtures/reference/dev/tensors/01_multi_320x320.shapes-detect.output0.npy",
+        ));
+        let outputs = model
+            .run(vec![NamedTensor {
+                name: "images".into(),
+                tensor: f32_tensor(in_dims, &input),
+            }])
+            .unwrap();
+        assert_eq!(outputs.len(), 1);
+        assert_eq!(outputs[0].name, "output0");
+        assert_eq!(outputs[0].tensor.dimensions, out_dims);
+        let got: Vec<f32> = outputs[0]
+            .tensor
+            .data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        let max_diff = got
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        // Same ONNX Runtime family, CPU provider: differences are float noise (boxes are in pixels).
+        assert!(max_diff < 1e-2, "max |diff| {max_diff}");
+
+        // Wrong shapes and names are errors, not panics.
+        let bad = model.run(vec![NamedTensor {
+            name: "images".into(),
+            tensor: f32_tensor(vec![1, 3, 32], &[0.0; 96]),
+        }]);
+        assert!(bad.err().unwrap().to_string().contains("expects shape"));
+        let bad = model.run(vec![NamedTensor {
+            name: "nope".into(),
+            tensor: f32_tensor(vec![1], &[0.0]),
+        }]);
+        assert!(bad.err().unwrap().to_string().contains("no input named"));
+        let bad = model.run(vec![NamedTensor {
+            name: "images".into(),
+            tensor: Tensor {
+                dimensions: vec![1, 3, 32, 32],
+                ty: TensorType::Fp32,
+                data: vec![0; 7],
+            },
+        }]);
+        assert!(bad.err().unwrap().to_string().contains("bytes"));
+    }
+
+    #[test]
+    fn a_call_sees_only_its_own_graph_and_run_budget() {
+        init_ort();
+        let options = SessionOptions {
+            device: Device::Cpu,
+            max_sessions: 1,
+        };
+        let model = OnnxModel::load(&fixture("tests/fixtures/models/shapes-detect.onnx"), options).unwrap();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let graph = CallGraph::graph(model, runs.clone(), 1);
+        let registry = CallRegistry::new("shapes/1".into(), graph);
+        assert!(registry.get("shapes/1").is_some());
+        assert!(registry.get("other/1").is_none());
+        assert!(registry.get("").is_none());
+
+        let mut ctx = registry.get("shapes/1").unwrap().init_execution_context().unwrap();
+        let input = || {
+            vec![NamedTensor {
+                name: "images".into(),
+                tensor: f32_tensor(vec![1, 3, 64, 64], &[0.5; 3 * 64 * 64]),
+            }]
+        };
+        assert!(ctx.compute_with_io(input()).is_ok());
+        let second = ctx.compute_with_io(input());
+        assert!(second.is_err(), "the second run must exceed the budget of 1");
+        assert_eq!(runs.load(Ordering::Relaxed), 2);
     }
 }

@@ -86,3 +86,45 @@ fn check_loadable(library: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// Fails at start-up, not at the first request, when the asked-for device cannot be used.
+pub fn check_device(device: Device) -> Result<()> {
+    match device {
+        Device::Cpu => Ok(()),
+        Device::Cuda => cuda_available(),
+    }
+}
+
+/// A one-node ONNX model (y = Relu(x), float[1]) used to prove the device works at start-up.
+#[cfg(feature = "cuda")]
+const PROBE_MODEL: &[u8] = &[
+    8, 8, 58, 55, 10, 12, 10, 1, 120, 18, 1, 121, 34, 4, 82, 101, 108, 117, 18, 5, 112, 114, 111, 98, 101, 90, 15, 10,
+    1, 120, 18, 10, 10, 8, 8, 1, 18, 4, 10, 2, 8, 1, 98, 15, 10, 1, 121, 18, 10, 10, 8, 8, 1, 18, 4, 10, 2, 8, 1, 66,
+    4, 10, 0, 16, 13,
+];
+
+#[cfg(feature = "cuda")]
+fn cuda_available() -> Result<()> {
+    use ort::execution_providers::{CUDAExecutionProvider, ExecutionProvider};
+    let ep = CUDAExecutionProvider::default();
+    if !ep.is_available().unwrap_or(false) {
+        bail!(
+            "--device cuda: this ONNX Runtime library has no CUDA execution provider (use the onnxruntime-gpu build)"
+        );
+    }
+    // Building a session with error_on_failure proves a GPU, the driver and CUDA libraries are usable.
+    let mut session = ort::session::Session::builder()?
+        .with_execution_providers([ep.build().error_on_failure()])?
+        .commit_from_memory(PROBE_MODEL)
+        .context("--device cuda: the CUDA execution provider cannot start (GPU, driver or CUDA libraries missing?)")?;
+    let x = ort::value::Tensor::from_array((vec![1i64], vec![-1.0f32]))?;
+    session
+        .run(ort::inputs![x])
+        .context("--device cuda: a probe inference on the GPU failed")?;
+    Ok(())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_available() -> Result<()> {
+    bail!("--device cuda: this build has no CUDA support (rebuild with `--features cuda`)")
+}

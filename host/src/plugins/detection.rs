@@ -7,6 +7,7 @@ use wasmtime::component::{Component, InstancePre};
 
 use super::runtime::{CallLimits, PluginRuntime};
 use super::{CallError, CallOutcome};
+use crate::input::RgbImage;
 use crate::models::{LoadedModel, ModelDescription, Resize};
 
 mod bindings {
@@ -28,13 +29,6 @@ pub struct DetectParams {
     pub class_agnostic_nms: bool,
     pub max_detections: u32,
     pub class_filter: Option<Vec<String>>,
-}
-
-/// A decoded RGB8 image.
-pub struct RgbImage {
-    pub width: u32,
-    pub height: u32,
-    pub rgb: Vec<u8>,
 }
 
 /// A compiled object-detection plugin, ready to instantiate per call.

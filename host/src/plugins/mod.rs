@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-pub use detection::{DetectParams, DetectionPlugin, RgbImage};
+pub use detection::{DetectParams, DetectionPlugin};
 pub use runtime::{CallLimits, PluginRuntime};
 
 /// A successful call and what it cost.

@@ -110,10 +110,6 @@ impl PluginRuntime {
         Ok(Self { engine, linker })
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
     pub fn linker(&self) -> &Linker<CallState> {
         &self.linker
     }

@@ -309,9 +309,11 @@ impl RawPipeline {
                     crate::server::infer::DEFAULT_MAX_DETECTIONS as usize,
                 );
                 // Mapping back is part of the plugin's work too.
-                kept.iter()
+                let boxes: Vec<[f32; 4]> = kept
+                    .iter()
                     .map(|c| transforms[0].to_original_box(c.x1, c.y1, c.x2, c.y2))
-                    .count()
+                    .collect();
+                boxes.len()
             }
         };
         let t5 = Instant::now();
@@ -783,5 +785,29 @@ fn print_level(l: &Level, header: bool) {
     );
     if let Some(e) = &l.first_error {
         println!("      first error: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let mut samples: Vec<f64> = (1..=100).rev().map(f64::from).collect();
+        let l = Latency::of(&mut samples);
+        assert_eq!((l.p50_ms, l.p99_ms, l.min_ms, l.max_ms), (50.0, 99.0, 1.0, 100.0));
+        assert_eq!(percentile(&[7.0], 99.0), 7.0);
+        assert_eq!(percentile(&[], 50.0), 0.0);
+    }
+
+    #[test]
+    fn reads_process_cpu_and_memory() {
+        let pid = std::process::id();
+        assert!(process_cpu_time(pid).is_ok());
+        assert!(own_cpu_time().is_ok());
+        let m = memory(Some(pid)).unwrap();
+        assert!(m.rss_mib > 0.0 && m.peak_rss_mib >= m.rss_mib);
+        assert!(process_cpu_time(u32::MAX).is_err());
     }
 }

@@ -32,6 +32,16 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// glibc gives each thread that allocates its own arena; with ONNX Runtime's, tokio's and the
+/// blocking pool's threads that inflated peak memory by ~45 MB under load, for no speed gain.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; called before the server's threads start.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -41,6 +51,7 @@ fn main() -> ExitCode {
                 serve,
             } => {
                 init_logging(serve.log_format);
+                limit_malloc_arenas();
                 tokio::runtime::Builder::new_multi_thread()
                     .enable_all()
                     .build()

@@ -45,6 +45,12 @@ pub async fn object_detection(
             model.description.task.route()
         )));
     }
+    // Take the call slot before decoding, so at most that many requests hold decoded pixels.
+    let _slot = state
+        .call_slots
+        .acquire()
+        .await
+        .map_err(|_| ApiError::Unavailable("server is shutting down".into()))?;
     let images: Vec<RgbImage> = try_join_all(
         sources
             .into_iter()
@@ -59,11 +65,6 @@ pub async fn object_detection(
         })
         .collect();
 
-    let _slot = state
-        .call_slots
-        .acquire()
-        .await
-        .map_err(|_| ApiError::Unavailable("server is shutting down".into()))?;
     let started = Instant::now();
     let task_state = state.clone();
     let outcome = tokio::task::spawn_blocking(move || {

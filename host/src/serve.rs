@@ -35,7 +35,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     nn::runtime::check_device(args.device)?;
     tracing::info!(library = %library.display(), threads, "ONNX Runtime ready");
 
-    let runtime = PluginRuntime::new()?;
+    let max_concurrent_calls = args.max_concurrent_calls.unwrap_or(2 * cpus).max(1);
+    let call_limits = CallLimits {
+        deadline: Duration::from_millis(args.plugin_timeout_ms),
+        memory_bytes: args.plugin_memory_mib << 20,
+        ..CallLimits::default()
+    };
+    let runtime = PluginRuntime::new(max_concurrent_calls, &call_limits)?;
     let plugins_dir = match args.plugins_dir.clone() {
         Some(dir) => dir,
         None => default_plugins_dir()?,
@@ -53,11 +59,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         models: ModelStore::new(args.models_dir.clone(), options),
         runtime,
         plugins,
-        call_limits: CallLimits {
-            deadline: Duration::from_millis(args.plugin_timeout_ms),
-            memory_bytes: args.plugin_memory_mib << 20,
-            ..CallLimits::default()
-        },
+        call_limits,
         input_limits: InputLimits {
             max_image_pixels: args.max_image_pixels,
             max_url_bytes: args.max_url_bytes,
@@ -71,7 +73,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             .context("cannot create the HTTP client")?,
         server_id: uuid::Uuid::new_v4().simple().to_string()[..6].to_string(),
         ready: AtomicBool::new(false),
-        call_slots: Semaphore::new(args.max_concurrent_calls.unwrap_or(2 * cpus).max(1)),
+        call_slots: Semaphore::new(max_concurrent_calls),
     });
 
     let addr = SocketAddr::new(args.target.host, args.target.port);

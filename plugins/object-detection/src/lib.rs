@@ -77,7 +77,7 @@ impl Guest for Plugin {
             let tensor = tensor::Tensor::new(
                 &input.dims(refs.len()),
                 tensor::TensorType::Fp32,
-                &guest::f32_to_le_bytes(&data),
+                as_le_bytes(&data),
             );
             drop(data);
             let outputs = context
@@ -147,6 +147,13 @@ impl Guest for Plugin {
         }
         Ok(results)
     }
+}
+
+/// Views f32 data as the little-endian bytes a wasi-nn tensor carries, without copying the
+/// (megabyte-sized) input: WebAssembly is little-endian.
+fn as_le_bytes(data: &[f32]) -> &[u8] {
+    // SAFETY: any f32 bit pattern is valid bytes; u8 has alignment 1; the length is in bytes.
+    unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), std::mem::size_of_val(data)) }
 }
 
 export!(Plugin);

@@ -1,5 +1,6 @@
 //! The path of one inference request: validate → decode images → model → plugin → response.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -7,9 +8,13 @@ use futures_util::future::try_join_all;
 
 use crate::input::{self, ImageSource, InputError, RgbImage};
 use crate::models::{LoadedModel, ModelId, Task};
-use crate::plugins::{CallError, DetectParams};
+use crate::plugins::bindings::{classify, keypoints_api, segment, wit};
+use crate::plugins::{TaskOutput, TaskParams};
 use crate::server::error::ApiError;
-use crate::server::responses::{ImageSize, ObjectDetectionPrediction, ObjectDetectionResponse};
+use crate::server::responses::{
+    ClassPrediction, ClassificationResponse, DetectionsResponse, ImageSize, InferenceResponse, KeypointPrediction,
+    MultiLabelClassificationResponse, MultiLabelScore, ObjectDetectionPrediction, Point, Prediction, Rle,
+};
 use crate::server::AppState;
 
 /// Resolves a model id to a loaded model, loading it on first use.
@@ -19,14 +24,29 @@ pub async fn model(state: &AppState, raw_id: &str) -> Result<Arc<LoadedModel>, A
     Ok(model)
 }
 
-/// Runs object detection on every image; one response per image, in order.
-pub async fn object_detection(
+/// Refuses a model on another task's route, naming the right one.
+pub fn check_task(model: &LoadedModel, route_task: Task) -> Result<(), ApiError> {
+    let task = model.description.task;
+    if task != route_task {
+        return Err(ApiError::BadRequest(format!(
+            "Model {} is a {} model, not {}: use {}",
+            model.description.id,
+            task.roboflow_name(),
+            route_task.roboflow_name(),
+            task.route()
+        )));
+    }
+    Ok(())
+}
+
+/// Runs `model`'s task on every image; one response per image, in order.
+pub async fn run(
     state: &Arc<AppState>,
-    model_id: &str,
+    model: Arc<LoadedModel>,
     sources: Vec<ImageSource>,
-    params: DetectParams,
+    params: TaskParams,
     inference_id: String,
-) -> Result<Vec<ObjectDetectionResponse>, ApiError> {
+) -> Result<Vec<InferenceResponse>, ApiError> {
     if sources.is_empty() {
         return Err(ApiError::BadRequest("no image in request".into()));
     }
@@ -37,12 +57,11 @@ pub async fn object_detection(
         }
         .into());
     }
-    let model = model(state, model_id).await?;
-    if model.description.task != Task::ObjectDetection {
-        return Err(ApiError::BadRequest(format!(
-            "Model {model_id} is a {} model: use {}",
-            model.description.task.roboflow_name(),
-            model.description.task.route()
+    let task = model.description.task;
+    if state.plugins.get(task).is_none() {
+        return Err(ApiError::Unavailable(format!(
+            "no {} plugin is installed",
+            task.roboflow_name()
         )));
     }
     // Take the call slot before decoding, so at most that many requests hold decoded pixels.
@@ -64,57 +83,182 @@ pub async fn object_detection(
             height: i.height,
         })
         .collect();
+    let confidence = match &params {
+        TaskParams::Classification(p) => p.confidence,
+        _ => 0.0,
+    };
 
     let started = Instant::now();
     let task_state = state.clone();
+    let call_model = model.clone();
     let outcome = tokio::task::spawn_blocking(move || {
-        let plugin = task_state
-            .plugins
-            .detection
-            .as_ref()
-            .ok_or_else(|| ApiError::Unavailable("no object-detection plugin is installed".into()))?;
-        plugin
-            .detect(&task_state.runtime, &task_state.call_limits, &model, images, &params)
-            .map_err(ApiError::from)
+        let plugin = task_state.plugins.get(task).expect("checked above");
+        plugin.call(
+            &task_state.runtime,
+            &task_state.call_limits,
+            &call_model,
+            images,
+            params,
+        )
     })
     .await
     .map_err(|e| ApiError::Internal(format!("plugin thread failed: {e}")))??;
     let time = started.elapsed().as_secs_f64();
-    tracing::debug!(
-        model = model_id,
-        images = sizes.len(),
-        plugin_ms = outcome.elapsed.as_secs_f64() * 1e3,
-        model_runs = outcome.model_runs,
-        "object detection done"
-    );
-    if outcome.value.len() != sizes.len() {
-        return Err(CallError::Trap {
-            plugin: "object-detection".into(),
-            reason: format!("returned {} results for {} images", outcome.value.len(), sizes.len()),
-        }
-        .into());
-    }
-    Ok(outcome
-        .value
-        .into_iter()
-        .zip(sizes)
-        .map(|(detections, image)| ObjectDetectionResponse {
+    tracing::debug!(model = %model.description.id, images = sizes.len(), plugin_ms = outcome.elapsed.as_secs_f64() * 1e3,
+        model_runs = outcome.model_runs, "inference done");
+
+    let multi_label = model.description.multi_label;
+    let respond = |image: ImageSize, predictions: Vec<Prediction>| {
+        InferenceResponse::Detections(DetectionsResponse {
             inference_id: inference_id.clone(),
             time,
             image,
-            predictions: detections
+            predictions,
+        })
+    };
+    Ok(match outcome.value {
+        TaskOutput::Detection(per_image) => per_image
+            .into_iter()
+            .zip(sizes)
+            .map(|(dets, image)| respond(image, dets.into_iter().map(detection).collect()))
+            .collect(),
+        TaskOutput::Segmentation(per_image) => per_image
+            .into_iter()
+            .zip(sizes)
+            .map(|(instances, image)| respond(image, instances.into_iter().map(instance).collect()))
+            .collect(),
+        TaskOutput::Keypoints(per_image) => per_image
+            .into_iter()
+            .zip(sizes)
+            .map(|(poses, image)| respond(image, poses.into_iter().map(pose).collect()))
+            .collect(),
+        TaskOutput::Classification(per_image) => per_image
+            .into_iter()
+            .zip(sizes)
+            .map(|(result, image)| classification(result, image, confidence, multi_label, &inference_id, time))
+            .collect(),
+    })
+}
+
+fn box_prediction(d: wit::Detection) -> ObjectDetectionPrediction {
+    ObjectDetectionPrediction {
+        x: f64::from(d.x),
+        y: f64::from(d.y),
+        width: f64::from(d.width),
+        height: f64::from(d.height),
+        confidence: f64::from(d.confidence),
+        class: d.class_name,
+        class_id: d.class_id,
+        detection_id: uuid::Uuid::new_v4().to_string(),
+    }
+}
+
+fn detection(d: wit::Detection) -> Prediction {
+    Prediction {
+        detection: box_prediction(d),
+        points: None,
+        rle: None,
+        keypoints: None,
+    }
+}
+
+fn instance(i: segment::Instance) -> Prediction {
+    let points = i.rle.is_none().then(|| {
+        i.points
+            .into_iter()
+            .map(|p| Point {
+                x: f64::from(p.x),
+                y: f64::from(p.y),
+            })
+            .collect()
+    });
+    Prediction {
+        detection: box_prediction(i.detection),
+        points,
+        rle: i.rle.map(|r| Rle {
+            size: [r.height, r.width],
+            counts: r.counts,
+        }),
+        keypoints: None,
+    }
+}
+
+fn pose(p: keypoints_api::Pose) -> Prediction {
+    Prediction {
+        detection: box_prediction(p.detection),
+        points: None,
+        rle: None,
+        keypoints: Some(
+            p.keypoints
                 .into_iter()
-                .map(|d| ObjectDetectionPrediction {
-                    x: f64::from(d.x),
-                    y: f64::from(d.y),
-                    width: f64::from(d.width),
-                    height: f64::from(d.height),
-                    confidence: f64::from(d.confidence),
-                    class: d.class_name,
-                    class_id: d.class_id,
-                    detection_id: uuid::Uuid::new_v4().to_string(),
+                .map(|k| KeypointPrediction {
+                    x: f64::from(k.x),
+                    y: f64::from(k.y),
+                    confidence: f64::from(k.confidence),
+                    class_id: k.class_id,
+                    class: k.class_name,
                 })
                 .collect(),
+        ),
+    }
+}
+
+fn classification(
+    result: classify::Classification,
+    image: ImageSize,
+    confidence: f32,
+    multi_label: bool,
+    inference_id: &str,
+    time: f64,
+) -> InferenceResponse {
+    if multi_label {
+        let predicted_classes = result
+            .scores
+            .iter()
+            .filter(|s| s.confidence > confidence)
+            .map(|s| s.class_name.clone())
+            .collect();
+        let predictions: BTreeMap<String, MultiLabelScore> = result
+            .scores
+            .into_iter()
+            .map(|s| {
+                (
+                    s.class_name,
+                    MultiLabelScore {
+                        confidence: f64::from(s.confidence),
+                        class_id: s.class_id,
+                    },
+                )
+            })
+            .collect();
+        return InferenceResponse::MultiLabel(MultiLabelClassificationResponse {
+            inference_id: inference_id.to_string(),
+            time,
+            image,
+            predictions,
+            predicted_classes,
+        });
+    }
+    let predictions: Vec<ClassPrediction> = result
+        .scores
+        .into_iter()
+        .filter(|s| s.confidence >= confidence)
+        .map(|s| ClassPrediction {
+            class: s.class_name,
+            class_id: s.class_id,
+            confidence: f64::from(s.confidence),
         })
-        .collect())
+        .collect();
+    let (top, top_confidence) = predictions
+        .first()
+        .map(|p| (p.class.clone(), p.confidence))
+        .unwrap_or_default();
+    InferenceResponse::Classification(ClassificationResponse {
+        inference_id: inference_id.to_string(),
+        time,
+        image,
+        predictions,
+        top,
+        confidence: top_confidence,
+    })
 }

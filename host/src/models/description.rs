@@ -20,6 +20,13 @@ pub enum Task {
 }
 
 impl Task {
+    pub const ALL: [Task; 4] = [
+        Task::ObjectDetection,
+        Task::InstanceSegmentation,
+        Task::Classification,
+        Task::KeypointDetection,
+    ];
+
     /// Roboflow's name (`task_type` in `/model/registry`).
     pub fn roboflow_name(self) -> &'static str {
         match self {
@@ -62,6 +69,14 @@ pub enum Resize {
     CenterCrop,
 }
 
+/// How raw class scores become probabilities (the WIT `activation`; its `sigmoid` is for
+/// plugins' own models: no model format we read asks for it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScoreActivation {
+    None,
+    Softmax,
+}
+
 /// Everything needed to run a model, shared by host and plugin.
 #[derive(Clone, Debug)]
 pub struct ModelDescription {
@@ -78,6 +93,10 @@ pub struct ModelDescription {
     pub pad_value: u8,
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    pub score_activation: ScoreActivation,
+    pub multi_label: bool,
+    /// Keypoint names per class id.
+    pub keypoint_names: Vec<Vec<String>>,
     pub metadata: Vec<(String, String)>,
 }
 
@@ -90,6 +109,8 @@ struct Environment {
     preprocessing: Option<serde_json::Value>,
     #[serde(rename = "TYPE", default)]
     task: Option<String>,
+    #[serde(rename = "MULTICLASS", default)]
+    multiclass: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -189,6 +210,19 @@ impl ModelDescription {
             None => (Resize::Stretch, 0),
         };
 
+        let multi_label = env.multiclass.unwrap_or(false);
+        // Ultralytics classifiers end in a softmax; Roboflow's output logits.
+        // Roboflow's multi-label models report their raw outputs as scores.
+        let score_activation = if ultralytics || multi_label {
+            ScoreActivation::None
+        } else {
+            ScoreActivation::Softmax
+        };
+        let keypoint_names = match read_keypoints_metadata(dir)? {
+            Some(names) => names,
+            None => meta("kpt_names").map(parse_kpt_names).transpose()?.unwrap_or_default(),
+        };
+
         Ok(Self {
             id: id.to_string(),
             task,
@@ -202,6 +236,9 @@ impl ModelDescription {
             pad_value,
             mean: [0.0; 3],
             std: [1.0; 3],
+            score_activation,
+            multi_label,
+            keypoint_names,
             metadata: sig.metadata.clone(),
         })
     }
@@ -315,6 +352,110 @@ pub fn parse_python_names(text: &str) -> Result<Vec<String>> {
     class_map_to_list(pairs.iter().map(|(k, v)| (k.as_str(), v.clone())))
 }
 
+/// Roboflow's `keypoints_metadata.json`: `[{"object_class_id": 0, "keypoints": {"0": "nose", ...}}]`.
+fn read_keypoints_metadata(dir: &Path) -> Result<Option<Vec<Vec<String>>>> {
+    #[derive(Deserialize)]
+    struct Entry {
+        object_class_id: usize,
+        keypoints: std::collections::BTreeMap<String, String>,
+    }
+    let bytes = match std::fs::read(dir.join("keypoints_metadata.json")) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).context("cannot read keypoints_metadata.json"),
+    };
+    let entries: Vec<Entry> = serde_json::from_slice(&bytes).context("keypoints_metadata.json is not valid")?;
+    let mut names: Vec<Vec<String>> = Vec::new();
+    for entry in entries {
+        if entry.object_class_id >= 100_000 {
+            bail!(
+                "keypoints_metadata.json: class id {} is not plausible",
+                entry.object_class_id
+            );
+        }
+        if names.len() <= entry.object_class_id {
+            names.resize(entry.object_class_id + 1, Vec::new());
+        }
+        names[entry.object_class_id] = class_map_to_list(entry.keypoints.iter().map(|(k, v)| (k.as_str(), v.clone())))?;
+    }
+    Ok(Some(names))
+}
+
+/// Parses Ultralytics' `kpt_names` metadata: `{0: ['apex', 'base_cw', 'base_ccw']}`.
+fn parse_kpt_names(text: &str) -> Result<Vec<Vec<String>>> {
+    let body = text
+        .trim()
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .ok_or_else(|| anyhow!("kpt_names is not a dict: {text}"))?;
+    let mut per_class: Vec<(String, Vec<String>)> = Vec::new();
+    let mut rest = body;
+    while let Some(colon) = rest.find(':') {
+        let key = rest[..colon].trim().trim_start_matches(',').trim().to_string();
+        let open = rest[colon..]
+            .find('[')
+            .ok_or_else(|| anyhow!("kpt_names: expected a list"))?
+            + colon;
+        let close = rest[open..]
+            .find(']')
+            .ok_or_else(|| anyhow!("kpt_names: unterminated list"))?
+            + open;
+        // Reuse the dict parser on "{0: 'a', 1: 'b'}" built from the list items.
+        let items = &rest[open + 1..close];
+        let as_dict = format!(
+            "{{{}}}",
+            split_quoted(items)?
+                .iter()
+                .enumerate()
+                .map(|(i, n)| format!("{i}: {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        per_class.push((key, parse_python_names(&as_dict)?));
+        rest = &rest[close + 1..];
+    }
+    let lists: Vec<(usize, Vec<String>)> = per_class
+        .into_iter()
+        .map(|(k, v)| Ok((k.parse::<usize>().with_context(|| format!("kpt_names key {k:?}"))?, v)))
+        .collect::<Result<_>>()?;
+    let len = lists.iter().map(|(k, _)| k + 1).max().unwrap_or(0);
+    if len > 100_000 {
+        bail!("kpt_names: class ids up to {len} are not plausible");
+    }
+    let mut names = vec![Vec::new(); len];
+    for (k, v) in lists {
+        names[k] = v;
+    }
+    Ok(names)
+}
+
+/// Splits `'a', "b's", 'c'` into its quoted items (quotes kept).
+fn split_quoted(items: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut chars = items.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\'' || c == '"' {
+            let mut item = String::from(c);
+            loop {
+                match chars.next() {
+                    None => bail!("unterminated string in {items}"),
+                    Some('\\') => {
+                        item.push('\\');
+                        item.extend(chars.next());
+                    }
+                    Some(q) if q == c => {
+                        item.push(q);
+                        break;
+                    }
+                    Some(other) => item.push(other),
+                }
+            }
+            out.push(item);
+        }
+    }
+    Ok(out)
+}
+
 /// Parses `[320, 320]` or `320` into (height, width).
 fn parse_imgsz(text: &str) -> Option<(u32, u32)> {
     let nums: Vec<u32> = text
@@ -347,6 +488,21 @@ mod tests {
         assert_eq!(parse_python_names("{}").unwrap(), Vec::<String>::new());
         assert!(parse_python_names("[1, 2]").is_err());
         assert!(parse_python_names("{0: 'open").is_err());
+    }
+
+    #[test]
+    fn parses_keypoint_names() {
+        assert_eq!(
+            parse_kpt_names("{0: ['apex', 'base_cw', 'base_ccw']}").unwrap(),
+            vec![vec!["apex", "base_cw", "base_ccw"]]
+        );
+        assert_eq!(
+            parse_kpt_names("{0: ['a'], 2: [\"b's\", 'c']}").unwrap(),
+            vec![vec!["a".to_string()], vec![], vec!["b's".to_string(), "c".to_string()]]
+        );
+        assert_eq!(parse_kpt_names("{}").unwrap(), Vec::<Vec<String>>::new());
+        assert!(parse_kpt_names("[0]").is_err());
+        assert!(parse_kpt_names("{0: ['open}").is_err());
     }
 
     #[test]

@@ -1,15 +1,19 @@
 //! Task plugins: loading components from the plugins directory and calling them.
 
-pub mod detection;
+pub mod bindings;
 pub mod runtime;
+pub mod task;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-pub use detection::{DetectParams, DetectionPlugin};
+use crate::models::Task;
+
 pub use runtime::{CallLimits, PluginRuntime};
+pub use task::{TaskOutput, TaskParams, TaskPlugin};
 
 /// A successful call and what it cost.
 pub struct CallOutcome<T> {
@@ -41,7 +45,12 @@ pub enum CallError {
 }
 
 impl CallError {
-    fn from_trap(plugin: &str, limits: &CallLimits, error: wasmtime::Error, call: &runtime::CallStore) -> Self {
+    pub(crate) fn from_trap(
+        plugin: &str,
+        limits: &CallLimits,
+        error: wasmtime::Error,
+        call: &runtime::CallStore,
+    ) -> Self {
         if matches!(error.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
             return CallError::Timeout {
                 plugin: plugin.to_string(),
@@ -65,25 +74,43 @@ impl CallError {
     }
 }
 
-/// The plugins serving each task.
+/// The plugins serving each task, found as `<plugins-dir>/<task>.wasm`.
 pub struct PluginSet {
-    pub detection: Option<DetectionPlugin>,
+    plugins: HashMap<Task, TaskPlugin>,
+}
+
+/// The file name (without `.wasm`) of each task's plugin.
+pub fn file_stem(task: Task) -> &'static str {
+    match task {
+        Task::ObjectDetection => "object-detection",
+        Task::Classification => "classification",
+        Task::InstanceSegmentation => "instance-segmentation",
+        Task::KeypointDetection => "keypoint-detection",
+    }
 }
 
 impl PluginSet {
-    /// Loads `<dir>/object-detection.wasm` (and, later, the other task plugins).
+    /// Loads every task plugin found in `dir`; a plugin that fails to compile or does not
+    /// fit its world is an error (the operator must see it at start-up).
     pub fn load(runtime: &PluginRuntime, dir: &Path) -> Result<Self> {
-        let path = dir.join("object-detection.wasm");
-        let detection = if path.is_file() {
+        let mut plugins = HashMap::new();
+        for task in Task::ALL {
+            let name = file_stem(task);
+            let path = dir.join(format!("{name}.wasm"));
+            if !path.is_file() {
+                tracing::warn!(plugin = %path.display(), "no plugin for {}", task.roboflow_name());
+                continue;
+            }
             let component = runtime.compile(&path)?;
-            let plugin = DetectionPlugin::new(runtime, "object-detection".into(), &component)
-                .with_context(|| format!("plugin {} does not fit the object-detection world", path.display()))?;
+            let plugin = TaskPlugin::new(runtime, name.to_string(), task, &component)
+                .with_context(|| format!("plugin {} does not fit the {name} world", path.display()))?;
             tracing::info!(plugin = %path.display(), "plugin loaded");
-            Some(plugin)
-        } else {
-            tracing::warn!(dir = %dir.display(), "no object-detection.wasm plugin found; object detection is unavailable");
-            None
-        };
-        Ok(Self { detection })
+            plugins.insert(task, plugin);
+        }
+        Ok(Self { plugins })
+    }
+
+    pub fn get(&self, task: Task) -> Option<&TaskPlugin> {
+        self.plugins.get(&task)
     }
 }

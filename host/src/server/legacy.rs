@@ -6,16 +6,14 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::header::CONTENT_TYPE;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::response::Response;
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::infer::{Confidence, DEFAULT_MAX_DETECTIONS};
+use super::infer::{respond, Confidence, InferOptions};
 use super::AppState;
 use crate::input::{decode_base64, ImageSource};
 use crate::pipeline;
-use crate::plugins::DetectParams;
 
 #[derive(Debug, Deserialize)]
 pub struct LegacyQuery {
@@ -31,6 +29,14 @@ pub struct LegacyQuery {
     pub image_type: Option<String>,
     #[serde(default)]
     pub format: Option<String>,
+    #[serde(default)]
+    pub keypoint_confidence: Option<f32>,
+    #[serde(default)]
+    pub mask_decode_mode: Option<String>,
+    #[serde(default)]
+    pub tradeoff_factor: Option<f32>,
+    #[serde(default)]
+    pub response_mask_format: Option<String>,
 }
 
 /// Roboflow's legacy defaults differ from `/infer/*`.
@@ -82,17 +88,21 @@ pub async fn legacy_infer(
         Some(c) => fraction(c.value()?).max(LEGACY_MIN_CONFIDENCE),
         None => LEGACY_CONFIDENCE,
     };
-    let params = DetectParams {
-        confidence,
-        iou_threshold: query.overlap.map(fraction).unwrap_or(LEGACY_OVERLAP),
-        class_agnostic_nms: false,
-        max_detections: query.max_detections.unwrap_or(DEFAULT_MAX_DETECTIONS),
-        class_filter: None,
+    let options = InferOptions {
+        iou_threshold: Some(query.overlap.map(fraction).unwrap_or(LEGACY_OVERLAP)),
+        max_detections: query.max_detections,
+        keypoint_confidence: query.keypoint_confidence,
+        mask_decode_mode: query.mask_decode_mode,
+        tradeoff_factor: query.tradeoff_factor,
+        response_mask_format: query.response_mask_format,
+        ..InferOptions::default()
     };
-    let model_id = format!("{dataset}/{version}");
+    // The legacy route answers with the model's own task.
+    let model = pipeline::model(&state, &format!("{dataset}/{version}")).await?;
+    let params = options.task_params(model.description.task, confidence)?;
     let inference_id = uuid::Uuid::new_v4().to_string();
-    let mut responses = pipeline::object_detection(&state, &model_id, vec![source], params, inference_id).await?;
-    Ok(Json(responses.remove(0)).into_response())
+    let responses = pipeline::run(&state, model, vec![source], params, inference_id).await?;
+    Ok(respond(responses, false))
 }
 
 /// The image in the body: multipart part `file`, else base64 text, else raw image bytes.

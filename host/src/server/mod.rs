@@ -37,6 +37,11 @@ pub struct AppState {
 pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/infer/object_detection", post(infer::object_detection))
+        .route("/infer/instance_segmentation", post(infer::instance_segmentation))
+        // The seed's guide calls the task `segmentation`.
+        .route("/infer/segmentation", post(infer::instance_segmentation))
+        .route("/infer/classification", post(infer::classification))
+        .route("/infer/keypoints_detection", post(infer::keypoints_detection))
         .route("/model/registry", get(manage::registry))
         .route("/model/add", post(manage::add))
         .route("/model/remove", post(manage::remove))

@@ -10,8 +10,10 @@ wit_bindgen::generate!({
     generate_all,
 });
 
-use exports::inference::plugins::detection::{Detection, DetectionParams, Guest};
-use inference::plugins::types::{ChannelOrder, ErrorKind, Image, ModelInfo, PluginError, ResizeMode};
+use exports::inference::plugins::detection::Guest;
+use inference::plugins::types::{
+    ChannelOrder, Detection, DetectionParams, ErrorKind, Image, ModelInfo, PluginError, ResizeMode,
+};
 use wasi::nn::{graph, tensor};
 
 /// Images per run when the model's batch dimension is dynamic: bounds the tensor's memory.
@@ -74,11 +76,7 @@ impl Guest for Plugin {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| error(ErrorKind::InvalidInput, e))?;
             let (data, transforms) = input.batch(&refs).map_err(|e| error(ErrorKind::InvalidInput, e))?;
-            let tensor = tensor::Tensor::new(
-                &input.dims(refs.len()),
-                tensor::TensorType::Fp32,
-                as_le_bytes(&data),
-            );
+            let tensor = tensor::Tensor::new(&input.dims(refs.len()), tensor::TensorType::Fp32, as_le_bytes(&data));
             drop(data);
             let outputs = context
                 .compute(vec![(model.input_name.clone(), tensor)])

@@ -7,8 +7,8 @@ wit_bindgen::generate!({
     generate_all,
 });
 
-use exports::inference::plugins::detection::{Detection, DetectionParams, Guest};
-use inference::plugins::types::{Image, ModelInfo, PluginError};
+use exports::inference::plugins::detection::Guest;
+use inference::plugins::types::{Detection, DetectionParams, Image, ModelInfo, PluginError};
 
 struct Plugin;
 

@@ -1,0 +1,185 @@
+//! A compiled task plugin and one call into it: fresh store, instantiate, call, account.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use wasmtime::component::{Component, InstancePre};
+
+use super::bindings::{self, classify, keypoints_api, segment, wit};
+use super::runtime::{CallLimits, CallState, PluginRuntime};
+use super::{CallError, CallOutcome, PluginErrorKind};
+use crate::input::RgbImage;
+use crate::models::{LoadedModel, ModelDescription, Resize, ScoreActivation, Task};
+
+/// A task's request parameters, in the WIT's terms.
+pub enum TaskParams {
+    Detection(wit::DetectionParams),
+    Classification(classify::ClassificationParams),
+    Segmentation(segment::SegmentationParams),
+    Keypoints(keypoints_api::KeypointParams),
+}
+
+/// A task's results, one entry per image.
+pub enum TaskOutput {
+    Detection(Vec<Vec<wit::Detection>>),
+    Classification(Vec<classify::Classification>),
+    Segmentation(Vec<Vec<segment::Instance>>),
+    Keypoints(Vec<Vec<keypoints_api::Pose>>),
+}
+
+impl TaskOutput {
+    pub fn len(&self) -> usize {
+        match self {
+            TaskOutput::Detection(v) => v.len(),
+            TaskOutput::Classification(v) => v.len(),
+            TaskOutput::Segmentation(v) => v.len(),
+            TaskOutput::Keypoints(v) => v.len(),
+        }
+    }
+}
+
+enum Pre {
+    Detection(bindings::detection::ObjectDetectionPre<CallState>),
+    Classification(bindings::classification::ClassificationPre<CallState>),
+    Segmentation(bindings::segmentation::InstanceSegmentationPre<CallState>),
+    Keypoints(bindings::keypoints::KeypointDetectionPre<CallState>),
+}
+
+/// A compiled plugin for one task, ready to instantiate per call.
+pub struct TaskPlugin {
+    pub name: String,
+    pre: Pre,
+}
+
+impl TaskPlugin {
+    /// Type-checks `component` against the task's world.
+    pub fn new(runtime: &PluginRuntime, name: String, task: Task, component: &Component) -> Result<Self> {
+        let instance_pre: InstancePre<CallState> = runtime.linker().instantiate_pre(component)?;
+        let pre = match task {
+            Task::ObjectDetection => Pre::Detection(bindings::detection::ObjectDetectionPre::new(instance_pre)?),
+            Task::Classification => {
+                Pre::Classification(bindings::classification::ClassificationPre::new(instance_pre)?)
+            }
+            Task::InstanceSegmentation => {
+                Pre::Segmentation(bindings::segmentation::InstanceSegmentationPre::new(instance_pre)?)
+            }
+            Task::KeypointDetection => Pre::Keypoints(bindings::keypoints::KeypointDetectionPre::new(instance_pre)?),
+        };
+        Ok(Self { name, pre })
+    }
+
+    /// Runs the plugin on `images` with `model`. Blocking: call from a blocking thread.
+    pub fn call(
+        &self,
+        runtime: &PluginRuntime,
+        limits: &CallLimits,
+        model: &LoadedModel,
+        images: Vec<RgbImage>,
+        params: TaskParams,
+    ) -> Result<CallOutcome<TaskOutput>, CallError> {
+        let started = Instant::now();
+        let graph_name = model.description.id.clone();
+        let mut call = runtime.store(limits, &graph_name, model.onnx.clone());
+        let info = model_info(&model.description, &graph_name);
+        let images: Vec<wit::Image> = images
+            .into_iter()
+            .map(|i| wit::Image {
+                width: i.width,
+                height: i.height,
+                rgb: i.rgb,
+            })
+            .collect();
+        let store = &mut call.store;
+        // Instantiation and the call both run guest code: a trap in either is the plugin's.
+        let result: wasmtime::Result<Result<TaskOutput, wit::PluginError>> = (|| match (&self.pre, params) {
+            (Pre::Detection(pre), TaskParams::Detection(p)) => {
+                let instance = pre.instantiate(&mut *store)?;
+                let r = instance
+                    .inference_plugins_detection()
+                    .call_detect(&mut *store, &info, &images, &p)?;
+                Ok(r.map(TaskOutput::Detection))
+            }
+            (Pre::Classification(pre), TaskParams::Classification(p)) => {
+                let instance = pre.instantiate(&mut *store)?;
+                let r = instance
+                    .inference_plugins_classify()
+                    .call_classify(&mut *store, &info, &images, p)?;
+                Ok(r.map(TaskOutput::Classification))
+            }
+            (Pre::Segmentation(pre), TaskParams::Segmentation(p)) => {
+                let instance = pre.instantiate(&mut *store)?;
+                let r = instance
+                    .inference_plugins_segment()
+                    .call_segment(&mut *store, &info, &images, &p)?;
+                Ok(r.map(TaskOutput::Segmentation))
+            }
+            (Pre::Keypoints(pre), TaskParams::Keypoints(p)) => {
+                let instance = pre.instantiate(&mut *store)?;
+                let r =
+                    instance
+                        .inference_plugins_keypoints()
+                        .call_detect_keypoints(&mut *store, &info, &images, &p)?;
+                Ok(r.map(TaskOutput::Keypoints))
+            }
+            _ => Err(wasmtime::format_err!(
+                "parameters for another task were sent to plugin {}",
+                self.name
+            )),
+        })();
+        let result = result.map_err(|e| CallError::from_trap(&self.name, limits, e, &call))?;
+        let model_runs = call.runs.load(std::sync::atomic::Ordering::Relaxed);
+        match result {
+            Ok(value) if value.len() == images.len() => Ok(CallOutcome {
+                value,
+                elapsed: started.elapsed(),
+                model_runs,
+            }),
+            Ok(value) => Err(CallError::Trap {
+                plugin: self.name.clone(),
+                reason: format!("returned {} results for {} images", value.len(), images.len()),
+            }),
+            Err(e) => Err(CallError::Plugin {
+                plugin: self.name.clone(),
+                kind: match e.kind {
+                    wit::ErrorKind::InvalidInput => PluginErrorKind::InvalidInput,
+                    wit::ErrorKind::UnsupportedModel => PluginErrorKind::UnsupportedModel,
+                    wit::ErrorKind::InferenceFailed => PluginErrorKind::InferenceFailed,
+                },
+                message: e.message,
+            }),
+        }
+    }
+}
+
+fn model_info(d: &ModelDescription, graph: &str) -> wit::ModelInfo {
+    wit::ModelInfo {
+        id: d.id.clone(),
+        graph: graph.to_string(),
+        task: d.task.roboflow_name().to_string(),
+        class_names: d.class_names.clone(),
+        input_name: d.input_name.clone(),
+        input_width: d.input_width,
+        input_height: d.input_height,
+        max_batch: d.max_batch,
+        channel_order: if d.channels_last {
+            wit::ChannelOrder::Nhwc
+        } else {
+            wit::ChannelOrder::Nchw
+        },
+        resize: match d.resize {
+            Resize::Letterbox => wit::ResizeMode::Letterbox,
+            Resize::Stretch => wit::ResizeMode::Stretch,
+            Resize::CenterCrop => wit::ResizeMode::CenterCrop,
+        },
+        pad_value: d.pad_value,
+        mean: d.mean.to_vec(),
+        std: d.std.to_vec(),
+        score_activation: match d.score_activation {
+            ScoreActivation::None => wit::Activation::None,
+            ScoreActivation::Softmax => wit::Activation::Softmax,
+        },
+        multi_label: d.multi_label,
+        keypoint_names: d.keypoint_names.clone(),
+        metadata: d.metadata.clone(),
+    }
+}

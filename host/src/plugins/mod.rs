@@ -64,6 +64,9 @@ impl CallError {
             Some(trap) => trap.to_string(),
             None => error.root_cause().to_string(),
         };
+        if reason.contains("growing memory") {
+            reason.push_str(&format!(" (memory limit {} MiB)", limits.memory_bytes >> 20));
+        }
         if let Some(line) = call.last_stderr_line() {
             reason.push_str(&format!(" ({line})"));
         }

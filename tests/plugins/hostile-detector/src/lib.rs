@@ -1,0 +1,86 @@
+//! A hostile object-detection plugin for the sandbox tests. The request's first
+//! `class_filter` entry picks the misbehaviour, so one component covers every case:
+//! `loop` spins forever, `alloc` allocates without bound, `panic` panics, `flood` returns
+//! millions of detections, `foreign-graph` loads a graph it was not given, `read-file` and
+//! `env` look for host files and environment, `ok` returns one fixed detection.
+
+wit_bindgen::generate!({
+    path: "../../../wit",
+    world: "object-detection",
+    generate_all,
+});
+
+use exports::inference::plugins::detection::Guest;
+use inference::plugins::types::{Detection, DetectionParams, ErrorKind, Image, ModelInfo, PluginError};
+use wasi::nn::graph;
+
+struct Plugin;
+
+fn fail(message: String) -> PluginError {
+    PluginError {
+        kind: ErrorKind::InferenceFailed,
+        message,
+    }
+}
+
+fn one(class_name: &str) -> Detection {
+    Detection {
+        x: 1.0,
+        y: 1.0,
+        width: 1.0,
+        height: 1.0,
+        confidence: 1.0,
+        class_id: 0,
+        class_name: class_name.to_string(),
+    }
+}
+
+impl Guest for Plugin {
+    fn detect(
+        model: ModelInfo,
+        images: Vec<Image>,
+        params: DetectionParams,
+    ) -> Result<Vec<Vec<Detection>>, PluginError> {
+        let mode = params
+            .class_filter
+            .as_ref()
+            .and_then(|f| f.first())
+            .cloned()
+            .unwrap_or_default();
+        match mode.as_str() {
+            "loop" => {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            "alloc" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 16 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "panic" => panic!("hostile-detector was asked to panic"),
+            "flood" => Ok(images
+                .iter()
+                .map(|_| (0..4_000_000).map(|_| one("x")).collect())
+                .collect()),
+            "foreign-graph" => match graph::load_by_name("some-other-tenant/1") {
+                Ok(_) => Ok(images.iter().map(|_| vec![one("loaded a foreign graph")]).collect()),
+                Err(e) => Err(fail(format!("foreign graph refused: {:?}", e.code()))),
+            },
+            "read-file" => match std::fs::read_to_string("/etc/passwd") {
+                Ok(text) => Ok(images.iter().map(|_| vec![one(&text)]).collect()),
+                Err(e) => Err(fail(format!("file read refused: {e}"))),
+            },
+            "env" => {
+                let vars: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
+                Err(fail(format!("environment has {} variables", vars.len())))
+            }
+            _ => Ok(images.iter().map(|_| vec![one(&model.id)]).collect()),
+        }
+    }
+}
+
+export!(Plugin);

@@ -33,7 +33,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let library = nn::runtime::locate_library(args.ort_library.as_deref())?;
     nn::runtime::init(&library, threads)?;
     nn::runtime::check_device(args.device)?;
-    tracing::info!(library = %library.display(), threads, "ONNX Runtime ready");
+    tracing::info!(library = %library.display(), threads, device = ?args.device, "ONNX Runtime ready");
 
     let max_concurrent_calls = args.max_concurrent_calls.unwrap_or(2 * cpus).max(1);
     let call_limits = CallLimits {

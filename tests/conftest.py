@@ -30,6 +30,12 @@ MODEL_FILES = {
     "shapes-detect-static/1": "shapes-detect-static.onnx",
     "nudenet/1": "nudenet-320n.onnx",
 }
+# The other tasks' models (tests/test_tasks_*.py).
+MODEL_FILES.update({
+    "shapes-seg/1": "shapes-seg.onnx",
+    "shapes-pose/1": "shapes-pose.onnx",
+    "shapes-cls/1": "shapes-cls.onnx",
+})
 
 
 def _free_port() -> int:
@@ -162,7 +168,9 @@ def start_server(inference_bin, models_dir, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def server_handle(start_server) -> ServerHandle:
-    return start_server()
+    # The URL-input tests fetch from a local http server: allow what the defaults refuse
+    # (test_ssrf.py checks the defaults).
+    return start_server(["--allow-http-urls", "--allow-private-urls"])
 
 
 @pytest.fixture(scope="session")

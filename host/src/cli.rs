@@ -105,6 +105,15 @@ pub struct ServeArgs {
     /// Time limit for URL downloads, in milliseconds.
     #[arg(long, env = "INFERENCE_URL_TIMEOUT_MS", default_value_t = 10_000)]
     pub url_timeout_ms: u64,
+    /// Also fetch URL images over plain http (default: https only).
+    #[arg(long, env = "INFERENCE_ALLOW_HTTP_URLS")]
+    pub allow_http_urls: bool,
+    /// Also fetch URL images from loopback, private and link-local addresses (default: public only).
+    #[arg(long, env = "INFERENCE_ALLOW_PRIVATE_URLS")]
+    pub allow_private_urls: bool,
+    /// Hosts (names or IPs) URL images may come from even though they are not public (comma-separated).
+    #[arg(long, env = "INFERENCE_URL_ALLOW_HOSTS", value_delimiter = ',')]
+    pub url_allow_hosts: Vec<String>,
     /// Wall-clock limit of one plugin call, in milliseconds.
     #[arg(long, env = "INFERENCE_PLUGIN_TIMEOUT_MS", default_value_t = 30_000)]
     pub plugin_timeout_ms: u64,

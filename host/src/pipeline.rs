@@ -73,7 +73,7 @@ pub async fn run(
     let images: Vec<RgbImage> = try_join_all(
         sources
             .into_iter()
-            .map(|s| input::load(s, &state.input_limits, &state.http)),
+            .map(|s| input::load(s, &state.input_limits, &state.http, &state.url_policy)),
     )
     .await?;
     let sizes: Vec<ImageSize> = images

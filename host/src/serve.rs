@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use tokio::sync::Semaphore;
 
 use crate::cli::ServeArgs;
+use crate::input::url::UrlPolicy;
 use crate::input::InputLimits;
 use crate::models::ModelStore;
 use crate::nn::{self, SessionOptions};
@@ -55,6 +56,14 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         device: args.device,
         max_sessions: args.sessions_per_model.unwrap_or(cpus.min(4)).max(1),
     };
+    let url_policy = UrlPolicy {
+        allow_http: args.allow_http_urls,
+        allow_private: args.allow_private_urls,
+        allowed_hosts: args.url_allow_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+    };
+    if url_policy.allow_private {
+        tracing::warn!("--allow-private-urls: URL images may be fetched from this server's own network");
+    }
     let state = Arc::new(AppState {
         models: ModelStore::new(args.models_dir.clone(), options),
         runtime,
@@ -66,11 +75,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             url_timeout: Duration::from_millis(args.url_timeout_ms),
             max_batch: args.max_batch,
         },
-        http: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::limited(5))
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .context("cannot create the HTTP client")?,
+        http: url_policy.clone().client().context("cannot create the HTTP client")?,
+        url_policy,
         server_id: uuid::Uuid::new_v4().simple().to_string()[..6].to_string(),
         ready: AtomicBool::new(false),
         call_slots: Semaphore::new(max_concurrent_calls),

@@ -87,12 +87,17 @@ pub fn decode_base64(text: &str) -> Result<Vec<u8>, InputError> {
 }
 
 /// Fetches (for URLs) and decodes one image. CPU-heavy decoding runs on a blocking thread.
-pub async fn load(source: ImageSource, limits: &InputLimits, http: &reqwest::Client) -> Result<RgbImage, InputError> {
+pub async fn load(
+    source: ImageSource,
+    limits: &InputLimits,
+    http: &reqwest::Client,
+    policy: &url::UrlPolicy,
+) -> Result<RgbImage, InputError> {
     let max_pixels = limits.max_image_pixels;
     let (bytes, numpy) = match source {
         ImageSource::Encoded(b) => (b, false),
         ImageSource::Numpy(b) => (b, true),
-        ImageSource::Url(u) => (url::fetch(http, &u, limits).await?, false),
+        ImageSource::Url(u) => (url::fetch(http, policy, &u, limits).await?, false),
     };
     tokio::task::spawn_blocking(move || {
         if numpy {

@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 use tower_http::cors::CorsLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::input::url::UrlPolicy;
 use crate::input::InputLimits;
 use crate::models::ModelStore;
 use crate::plugins::{CallLimits, PluginRuntime, PluginSet};
@@ -27,7 +28,9 @@ pub struct AppState {
     pub plugins: PluginSet,
     pub call_limits: CallLimits,
     pub input_limits: InputLimits,
+    /// Fetches URL images under `url_policy`.
     pub http: reqwest::Client,
+    pub url_policy: UrlPolicy,
     pub server_id: String,
     pub ready: AtomicBool,
     /// Bounds concurrent plugin calls (and so the memory their images and stores hold).

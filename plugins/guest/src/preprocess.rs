@@ -1,6 +1,7 @@
 //! Image → model-input tensor: letterbox (Ultralytics `LetterBox`), stretch or
 //! center-crop, normalised to f32 in NCHW or NHWC order, and the [`Transform`] back.
 
+use crate::pil_resize::PilResampler;
 use crate::py_round;
 use crate::resize::{Region, Resampler};
 
@@ -66,9 +67,11 @@ pub enum Resize {
     },
     /// Resize to the input size, ignoring the aspect ratio.
     Stretch,
-    /// torchvision `Resize(size)` + `CenterCrop(size)` as used by Ultralytics classification:
-    /// scale so the image covers the input, then crop the centre. Uses the same bilinear
-    /// resampling as the other modes (no PIL antialiasing).
+    /// torchvision `Resize(size)` + `CenterCrop(size)` on a PIL image, as Ultralytics
+    /// classification runs them: scale so the image covers the input (the shorter side
+    /// becomes the input size, the longer `int(size * long / short)`), then crop the centre
+    /// at `int(round((resized - size) / 2))`. Resampling is Pillow's antialiased bilinear
+    /// (see [`crate::pil_resize`]), not OpenCV's.
     CenterCrop,
 }
 
@@ -291,8 +294,9 @@ impl<'o> Writer<'o> {
 /// (`in_w * in_h * 3` values) in the given layout, and returns the [`Transform`] from
 /// tensor pixels back to image pixels. For Ultralytics models use mean 0 and std 1.
 ///
-/// Resampling is bit-exact with `cv2.resize(INTER_LINEAR)` (see [`crate::resize`]), and
-/// an image that needs no resizing is copied straight through.
+/// Resampling is bit-exact with `cv2.resize(INTER_LINEAR)` (see [`crate::resize`]) for the
+/// letterbox and stretch modes and with Pillow's `BILINEAR` (see [`crate::pil_resize`]) for
+/// the center crop; an image that needs no resizing is copied straight through.
 #[allow(clippy::too_many_arguments)] // one flat call per image; a struct would only move the list
 pub fn preprocess_into(
     img: &ImageRef,
@@ -393,6 +397,8 @@ pub fn preprocess_into(
             let part = &row[region.x as usize * 3..][..region.w as usize * 3];
             writer.row(ax, ay + r, part);
         }
+    } else if resize == Resize::CenterCrop {
+        PilResampler::new(img.rgb, (w, h), 3, (rw, rh), region).for_each_row(|r, row| writer.row(ax, ay + r, row));
     } else {
         Resampler::new(img.rgb, (w, h), 3, (rw, rh), region).for_each_row(|r, row| writer.row(ax, ay + r, row));
     }
@@ -600,7 +606,7 @@ mod tests {
         let mut out = vec![0f32; 30 * 30 * 3];
         let t = preprocess_into(&img, Resize::CenterCrop, 30, 30, ZERO, ONE, Layout::Nhwc, &mut out).unwrap();
         assert_eq!((t.scale_x, t.scale_y, t.pad_x, t.pad_y), (0.75, 0.75, -8.0, 0.0));
-        let resized = resize_bilinear_u8(&rgb, w, h, 3, 45, 30);
+        let resized = crate::resize_pil_bilinear_u8(&rgb, w, h, 3, 45, 30);
         for y in 0..30usize {
             for x in 0..30usize {
                 for c in 0..3usize {

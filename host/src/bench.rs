@@ -25,7 +25,7 @@ pub enum BenchAction {
     /// Time the raw native pipeline in-process: base64 → image decode → letterbox → ONNX Runtime
     /// (no WASM, no HTTP), with the server's decoder and ONNX Runtime settings.
     Raw(RawArgs),
-    /// Load a running server over HTTP (`/infer/object_detection`) at several concurrency levels.
+    /// Load a running server over HTTP (`/infer/<route>`) at several concurrency levels.
     Http(HttpArgs),
 }
 
@@ -90,6 +90,12 @@ pub struct HttpArgs {
     /// Confidence threshold sent with each request.
     #[arg(long, default_value_t = 0.25)]
     confidence: f32,
+    /// The task route: object_detection, instance_segmentation, classification, keypoints_detection.
+    #[arg(long, default_value = "object_detection")]
+    route: String,
+    /// Extra request fields as a JSON object, e.g. '{"mask_decode_mode": "fast"}'.
+    #[arg(long)]
+    extra: Option<String>,
     /// Process id of the server (same machine): its CPU time and memory are read from /proc
     /// around each timed level.
     #[arg(long)]
@@ -655,18 +661,24 @@ fn http(args: HttpArgs) -> Result<()> {
     } else {
         one
     };
-    let body = serde_json::to_vec(&serde_json::json!({
+    let mut fields = serde_json::json!({
         "model_id": args.model,
         "image": image,
         "confidence": args.confidence,
-    }))?;
+    });
+    if let Some(extra) = &args.extra {
+        let extra: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(extra).context("--extra must be a JSON object")?;
+        fields.as_object_mut().expect("an object").extend(extra);
+    }
+    let body = serde_json::to_vec(&fields)?;
     let request_bytes = body.len();
     let load = Arc::new(Load {
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(120))
             .build()
             .context("cannot create the HTTP client")?,
-        endpoint: format!("{}/infer/object_detection", args.url.trim_end_matches('/')),
+        endpoint: format!("{}/infer/{}", args.url.trim_end_matches('/'), args.route),
         body: body.into(),
         batch: args.batch,
     });

@@ -29,7 +29,7 @@ pub fn check_task(model: &LoadedModel, route_task: Task) -> Result<(), ApiError>
     let task = model.description.task;
     if task != route_task {
         return Err(ApiError::BadRequest(format!(
-            "Model {} is a {} model, not {}: use {}",
+            "Model {} is for {}, not {}: use {}",
             model.description.id,
             task.roboflow_name(),
             route_task.roboflow_name(),

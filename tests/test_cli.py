@@ -73,3 +73,19 @@ def test_cuda_without_cuda_fails_loudly(inference_bin):
     r = run(inference_bin, "server", "start", "--foreground", "--port", str(_free_port()), "--device", "cuda")
     assert r.returncode != 0
     assert "--device cuda" in r.stderr and "panicked" not in r.stderr, r.stderr
+
+
+def test_compiled_plugins_are_cached_and_a_broken_cache_is_ignored(start_server, tmp_path):
+    cache = tmp_path / "cache"
+    first = start_server(["--cache-dir", str(cache)])
+    compiled = sorted((cache / "plugins").glob("*.cwasm"))
+    assert len(compiled) >= 4, compiled
+    first.stop()
+    for f in compiled:
+        f.write_bytes(b"not a compiled component")
+    second = start_server(["--cache-dir", str(cache)])
+    r = requests.get(f"{second.url}/readiness", timeout=5)
+    assert r.status_code == 200
+    assert "ignoring unusable compiled plugin" in second.log_tail(200)
+    # Recompiled and rewritten.
+    assert all(f.read_bytes() != b"not a compiled component" for f in compiled)

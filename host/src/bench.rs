@@ -239,6 +239,8 @@ struct RawPipeline {
     input_name: String,
     shape: Vec<i64>,
     classes: usize,
+    /// Classifiers' outputs are probabilities per class: ranking them is their post-processing.
+    classification: bool,
     postprocess: Option<f32>,
 }
 
@@ -299,6 +301,11 @@ impl RawPipeline {
         let t4 = Instant::now();
         let found = match self.postprocess {
             None => out.len(),
+            Some(confidence) if self.classification => {
+                let mut ranked: Vec<(usize, f32)> = out.iter().copied().enumerate().collect();
+                ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+                ranked.iter().filter(|(_, p)| *p >= confidence).count()
+            }
             Some(confidence) => {
                 let dims: Vec<usize> = out_shape.iter().map(|d| (*d).max(0) as usize).collect();
                 let layout = guest::infer_layout(&dims, self.classes).map_err(|e| anyhow!(e))?;
@@ -394,6 +401,7 @@ fn raw(args: RawArgs) -> Result<()> {
         input,
         input_name: description.input_name.clone(),
         classes: description.class_names.len(),
+        classification: description.task == crate::models::Task::Classification,
         postprocess: args.postprocess.then_some(args.confidence),
     });
     let probe = crate::input::decode::decode_image(&encoded, MAX_IMAGE_PIXELS)?;

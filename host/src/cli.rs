@@ -34,6 +34,8 @@ pub enum Command {
     },
 }
 
+// Parsed once per process, like `Command`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum ServerAction {
     /// Start the server (in the background unless --foreground).
@@ -78,6 +80,9 @@ pub struct ServeArgs {
     /// Directory of task plugins (`object-detection.wasm`, ...); default: `plugins/` beside the executable.
     #[arg(long, env = "INFERENCE_PLUGINS_DIR")]
     pub plugins_dir: Option<PathBuf>,
+    /// Cache directory (compiled plugins); default: $XDG_CACHE_HOME/inference or ~/.cache/inference.
+    #[arg(long, env = "INFERENCE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
     /// ONNX Runtime shared library; default: ORT_DYLIB_PATH, else the one beside the executable.
     #[arg(long)]
     pub ort_library: Option<PathBuf>,

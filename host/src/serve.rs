@@ -18,6 +18,14 @@ use crate::nn::{self, SessionOptions};
 use crate::plugins::{CallLimits, PluginRuntime, PluginSet};
 use crate::server::{self, AppState};
 
+/// `$XDG_CACHE_HOME/inference`, else `~/.cache/inference`.
+fn default_cache_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("inference"))
+}
+
 fn default_plugins_dir() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot locate the running executable")?;
     Ok(exe
@@ -47,7 +55,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         Some(dir) => dir,
         None => default_plugins_dir()?,
     };
-    let plugins = PluginSet::load(&runtime, &plugins_dir)?;
+    let cache_dir = args.cache_dir.clone().or_else(default_cache_dir);
+    let plugins = PluginSet::load(
+        &runtime,
+        &plugins_dir,
+        cache_dir.as_deref().map(|d| d.join("plugins")).as_deref(),
+    )?;
 
     if !args.models_dir.is_dir() {
         tracing::warn!(dir = %args.models_dir.display(), "models directory does not exist (yet)");

@@ -95,7 +95,7 @@ pub fn file_stem(task: Task) -> &'static str {
 impl PluginSet {
     /// Loads every task plugin found in `dir`; a plugin that fails to compile or does not
     /// fit its world is an error (the operator must see it at start-up).
-    pub fn load(runtime: &PluginRuntime, dir: &Path) -> Result<Self> {
+    pub fn load(runtime: &PluginRuntime, dir: &Path, cache_dir: Option<&Path>) -> Result<Self> {
         let mut plugins = HashMap::new();
         for task in Task::ALL {
             let name = file_stem(task);
@@ -104,7 +104,7 @@ impl PluginSet {
                 tracing::warn!(plugin = %path.display(), "no plugin for {}", task.roboflow_name());
                 continue;
             }
-            let component = runtime.compile(&path)?;
+            let component = runtime.compile(&path, cache_dir)?;
             let plugin = TaskPlugin::new(runtime, name.to_string(), task, &component)
                 .with_context(|| format!("plugin {} does not fit the {name} world", path.display()))?;
             tracing::info!(plugin = %path.display(), "plugin loaded");

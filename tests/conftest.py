@@ -167,10 +167,22 @@ def start_server(inference_bin, models_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def server_handle(start_server) -> ServerHandle:
+def server_handle(start_server, roboflow_stub, tmp_path_factory) -> ServerHandle:
     # The URL-input tests fetch from a local http server: allow what the defaults refuse
-    # (test_ssrf.py checks the defaults).
-    return start_server(["--allow-http-urls", "--allow-private-urls"])
+    # (test_ssrf.py checks the defaults). Requests with an api_key for a model the server
+    # lacks ask Roboflow: here a test double that knows no model (404), never the internet.
+    return start_server(["--allow-http-urls", "--allow-private-urls", "--roboflow-api-url", roboflow_stub.url,
+                         "--cache-dir", str(tmp_path_factory.mktemp("cache"))])
+
+
+@pytest.fixture(scope="session")
+def roboflow_stub():
+    """A test double of Roboflow's API that takes any api key and knows no model
+    (tests/roboflow_double.py)."""
+    from roboflow_double import RoboflowDouble
+
+    with RoboflowDouble(keys=None) as double:
+        yield double
 
 
 @pytest.fixture(scope="session")

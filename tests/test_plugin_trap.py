@@ -16,7 +16,7 @@ IMG = DEV_IMAGES / "01_multi_320x320.jpg"
 def trap_dir(repo):
     d = repo / "target" / "release" / "test-plugins"
     if not d.is_dir():
-        pytest.skip(f"{d} does not exist: build the trapping test plugin first")
+        pytest.fail(f"{d} does not exist: run scripts/setup (it builds the trapping test plugin)", pytrace=False)
     return d
 
 

@@ -17,7 +17,7 @@ PLUGIN_DIR = REPO / "target" / "release" / "test-plugins" / "hostile"
 
 @pytest.fixture(scope="module")
 def hostile(start_server):
-    if not (PLUGIN_DIR / "object-detection.wasm").is_file():
+    if not (PLUGIN_DIR / "hostile-detector.wasm").is_file():
         pytest.fail(f"{PLUGIN_DIR} has no hostile plugin: run scripts/setup", pytrace=False)
     return start_server(["--plugins-dir", str(PLUGIN_DIR), "--plugin-timeout-ms", "1000",
                          "--plugin-memory-mib", "64"])
@@ -34,13 +34,13 @@ def test_well_behaved_call_works(hostile):
 
 
 @pytest.mark.parametrize("mode, status, words", [
-    ("loop", 504, ["object-detection", "time limit", "1s"]),
-    ("alloc", 500, ["object-detection", "memory", "64 MiB"]),
-    ("flood", 500, ["object-detection", "memory"]),
-    ("panic", 500, ["object-detection", "asked to panic"]),
-    ("foreign-graph", 500, ["object-detection", "NotFound"]),
-    ("read-file", 500, ["object-detection", "file read refused"]),
-    ("env", 500, ["environment has 0 variables"]),
+    ("loop", 504, ["hostile-detector", "time limit", "1s"]),
+    ("alloc", 500, ["hostile-detector", "memory", "64 MiB"]),
+    ("flood", 500, ["hostile-detector", "memory"]),
+    ("panic", 500, ["hostile-detector", "asked to panic"]),
+    ("foreign-graph", 500, ["hostile-detector", "NotFound"]),
+    ("read-file", 500, ["hostile-detector", "file read refused"]),
+    ("env", 500, ["hostile-detector", "environment has 0 variables"]),
 ])
 def test_misbehaviour_is_contained(hostile, mode, status, words):
     started = time.monotonic()

@@ -32,6 +32,11 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::bench::BenchAction,
     },
+    /// Download, list and delete cached models.
+    Models {
+        #[command(subcommand)]
+        action: crate::models::cmd::ModelsAction,
+    },
 }
 
 // Parsed once per process, like `Command`.
@@ -80,9 +85,12 @@ pub struct ServeArgs {
     /// Directory of task plugins (`object-detection.wasm`, ...); default: `plugins/` beside the executable.
     #[arg(long, env = "INFERENCE_PLUGINS_DIR")]
     pub plugins_dir: Option<PathBuf>,
-    /// Cache directory (compiled plugins); default: $XDG_CACHE_HOME/inference or ~/.cache/inference.
+    /// Cache directory (compiled plugins, downloaded models); default: $XDG_CACHE_HOME/inference or ~/.cache/inference.
     #[arg(long, env = "INFERENCE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Where models not in the models directory come from.
+    #[command(flatten)]
+    pub sources: crate::models::sources::SourceArgs,
     /// ONNX Runtime shared library; default: ORT_DYLIB_PATH, else the one beside the executable.
     #[arg(long)]
     pub ort_library: Option<PathBuf>,

@@ -70,6 +70,7 @@ fn main() -> ExitCode {
             },
         },
         Command::Benchmark { action } => bench::run(action),
+        Command::Models { action } => models::cmd::run(action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

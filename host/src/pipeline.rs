@@ -9,18 +9,27 @@ use futures_util::future::try_join_all;
 use crate::input::{self, ImageSource, InputError, RgbImage};
 use crate::models::{LoadedModel, ModelId, Task};
 use crate::plugins::bindings::{classify, keypoints_api, segment, wit};
-use crate::plugins::{TaskOutput, TaskParams};
+use crate::plugins::{CallOutcome, LoadedPlugin, TaskOutput, TaskParams};
 use crate::server::error::ApiError;
 use crate::server::responses::{
-    ClassPrediction, ClassificationResponse, DetectionsResponse, ImageSize, InferenceResponse, KeypointPrediction,
-    MultiLabelClassificationResponse, MultiLabelScore, ObjectDetectionPrediction, Point, Prediction, Rle,
+    ClassPrediction, ClassificationResponse, CustomResponse, DetectionsResponse, ImageSize, InferenceResponse,
+    KeypointPrediction, MultiLabelClassificationResponse, MultiLabelScore, ObjectDetectionPrediction, Point,
+    Prediction, Rle,
 };
-use crate::server::AppState;
+use crate::server::{metrics, AppState};
 
-/// Resolves a model id to a loaded model, loading it on first use.
-pub async fn model(state: &AppState, raw_id: &str) -> Result<Arc<LoadedModel>, ApiError> {
+/// Resolves a model id to a loaded model, loading it on first use: from the models directory,
+/// else the cache, else downloaded (from Roboflow with the request's api key: `api_key` when
+/// given, else the request's `Authorization: Bearer`).
+pub async fn model_with_key(
+    state: &AppState,
+    raw_id: &str,
+    api_key: Option<&str>,
+) -> Result<Arc<LoadedModel>, ApiError> {
     let id = ModelId::parse(raw_id)?;
-    let (model, _loaded_now) = state.models.get(&id).await?;
+    let bearer = crate::models::sources::request_bearer();
+    let api_key = api_key.filter(|k| !k.is_empty()).or(bearer.as_deref());
+    let (model, _loaded_now) = state.models.get_with_key(&id, api_key).await?;
     Ok(model)
 }
 
@@ -47,65 +56,16 @@ pub async fn run(
     params: TaskParams,
     inference_id: String,
 ) -> Result<Vec<InferenceResponse>, ApiError> {
-    if sources.is_empty() {
-        return Err(ApiError::BadRequest("no image in request".into()));
-    }
-    if sources.len() > state.input_limits.max_batch {
-        return Err(InputError::TooManyImages {
-            got: sources.len(),
-            max: state.input_limits.max_batch,
-        }
-        .into());
-    }
     let task = model.description.task;
-    if state.plugins.get(task).is_none() {
-        return Err(ApiError::Unavailable(format!(
-            "no {} plugin is installed",
-            task.roboflow_name()
-        )));
-    }
-    // Take the call slot before decoding, so at most that many requests hold decoded pixels.
-    let _slot = state
-        .call_slots
-        .acquire()
-        .await
-        .map_err(|_| ApiError::Unavailable("server is shutting down".into()))?;
-    let images: Vec<RgbImage> = try_join_all(
-        sources
-            .into_iter()
-            .map(|s| input::load(s, &state.input_limits, &state.http, &state.url_policy)),
-    )
-    .await?;
-    let sizes: Vec<ImageSize> = images
-        .iter()
-        .map(|i| ImageSize {
-            width: i.width,
-            height: i.height,
-        })
-        .collect();
+    let plugin = state
+        .plugins
+        .by_task(task)
+        .ok_or_else(|| ApiError::Unavailable(format!("no {} plugin is installed", task.roboflow_name())))?;
     let confidence = match &params {
         TaskParams::Classification(p) => p.confidence,
         _ => 0.0,
     };
-
-    let started = Instant::now();
-    let task_state = state.clone();
-    let call_model = model.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        let plugin = task_state.plugins.get(task).expect("checked above");
-        plugin.call(
-            &task_state.runtime,
-            &task_state.call_limits,
-            &call_model,
-            images,
-            params,
-        )
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("plugin thread failed: {e}")))??;
-    let time = started.elapsed().as_secs_f64();
-    tracing::debug!(model = %model.description.id, images = sizes.len(), plugin_ms = outcome.elapsed.as_secs_f64() * 1e3,
-        model_runs = outcome.model_runs, "inference done");
+    let (outcome, sizes, time) = call(state, plugin, model.clone(), sources, params).await?;
 
     let multi_label = model.description.multi_label;
     let respond = |image: ImageSize, predictions: Vec<Prediction>| {
@@ -137,6 +97,106 @@ pub async fn run(
             .zip(sizes)
             .map(|(result, image)| classification(result, image, confidence, multi_label, &inference_id, time))
             .collect(),
+        TaskOutput::Custom(_) => {
+            return Err(ApiError::Internal(format!(
+                "a {task:?} plugin answered like a custom task"
+            )))
+        }
+    })
+}
+
+/// Decodes the images and runs one plugin call on them; returns its outcome, the images'
+/// sizes and the seconds the call took.
+async fn call(
+    state: &Arc<AppState>,
+    plugin: Arc<LoadedPlugin>,
+    model: Arc<LoadedModel>,
+    sources: Vec<ImageSource>,
+    params: TaskParams,
+) -> Result<(CallOutcome<TaskOutput>, Vec<ImageSize>, f64), ApiError> {
+    if sources.is_empty() {
+        return Err(ApiError::BadRequest("no image in request".into()));
+    }
+    if state.models.offline() && sources.iter().any(|s| matches!(s, ImageSource::Url(_))) {
+        return Err(ApiError::BadRequest(
+            "offline mode (--offline): URL images are not fetched".into(),
+        ));
+    }
+    if sources.len() > state.input_limits.max_batch {
+        return Err(InputError::TooManyImages {
+            got: sources.len(),
+            max: state.input_limits.max_batch,
+        }
+        .into());
+    }
+    // Take the call slot before decoding, so at most that many requests hold decoded pixels.
+    let queued = Instant::now();
+    let _slot = state
+        .call_slots
+        .acquire()
+        .await
+        .map_err(|_| ApiError::Unavailable("server is shutting down".into()))?;
+    metrics::record_queue(queued.elapsed());
+    let decoding = Instant::now();
+    let images: Vec<RgbImage> = try_join_all(
+        sources
+            .into_iter()
+            .map(|s| input::load(s, &state.input_limits, &state.http, &state.url_policy)),
+    )
+    .await?;
+    metrics::record_decode(decoding.elapsed());
+    let sizes: Vec<ImageSize> = images
+        .iter()
+        .map(|i| ImageSize {
+            width: i.width,
+            height: i.height,
+        })
+        .collect();
+    let started = Instant::now();
+    let task_state = state.clone();
+    let call_model = model.clone();
+    let plugin_name = plugin.manifest.name.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        plugin
+            .plugin
+            .call(&task_state.runtime, &plugin.limits, &call_model, images, params)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("plugin thread failed: {e}")))?
+    .inspect_err(metrics::record_plugin_failure)?;
+    metrics::record_plugin(&model.description.id, &plugin_name, started.elapsed());
+    let time = started.elapsed().as_secs_f64();
+    tracing::debug!(model = %model.description.id, images = sizes.len(), plugin_ms = outcome.elapsed.as_secs_f64() * 1e3,
+        model_runs = outcome.model_runs, "plugin call done");
+    Ok((outcome, sizes, time))
+}
+
+/// Runs a custom-task plugin (found by its route) on the images with the request's own
+/// parameters; its JSON document is the response's `result`.
+pub async fn run_custom(
+    state: &Arc<AppState>,
+    route: &str,
+    model: Arc<LoadedModel>,
+    sources: Vec<ImageSource>,
+    params_json: String,
+    inference_id: String,
+) -> Result<CustomResponse, ApiError> {
+    let plugin = state
+        .plugins
+        .by_route(route)
+        .filter(|p| p.manifest.world.task().is_none())
+        .ok_or_else(|| ApiError::NotFound(format!("no plugin serves /infer/{route}")))?;
+    let name = plugin.manifest.name.clone();
+    let (outcome, images, time) = call(state, plugin, model, sources, TaskParams::Custom(params_json)).await?;
+    let TaskOutput::Custom(result) = outcome.value else {
+        return Err(ApiError::Internal(format!("plugin {name} answered for another world")));
+    };
+    Ok(CustomResponse {
+        inference_id,
+        time,
+        plugin: name,
+        images,
+        result,
     })
 }
 

@@ -13,9 +13,10 @@ use tokio::sync::Semaphore;
 use crate::cli::ServeArgs;
 use crate::input::url::UrlPolicy;
 use crate::input::InputLimits;
+use crate::models::sources::ModelSources;
 use crate::models::ModelStore;
 use crate::nn::{self, SessionOptions};
-use crate::plugins::{CallLimits, PluginRuntime, PluginSet};
+use crate::plugins::{CallLimits, PluginRegistry, PluginRuntime};
 use crate::server::{self, AppState};
 
 /// `$XDG_CACHE_HOME/inference`, else `~/.cache/inference`.
@@ -56,11 +57,14 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         None => default_plugins_dir()?,
     };
     let cache_dir = args.cache_dir.clone().or_else(default_cache_dir);
-    let plugins = PluginSet::load(
-        &runtime,
-        &plugins_dir,
-        cache_dir.as_deref().map(|d| d.join("plugins")).as_deref(),
-    )?;
+    let model_sources = ModelSources::new(&args.sources, cache_dir.as_deref())?;
+    tracing::info!(sources = %model_sources.describe(), "model sources");
+    let plugins = PluginRegistry::new(
+        plugins_dir.clone(),
+        cache_dir.as_ref().map(|d| d.join("plugins")),
+        call_limits.clone(),
+    );
+    plugins.scan(&runtime);
 
     if !args.models_dir.is_dir() {
         tracing::warn!(dir = %args.models_dir.display(), "models directory does not exist (yet)");
@@ -78,10 +82,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         tracing::warn!("--allow-private-urls: URL images may be fetched from this server's own network");
     }
     let state = Arc::new(AppState {
-        models: ModelStore::new(args.models_dir.clone(), options),
+        models: ModelStore::new(args.models_dir.clone(), options).with_sources(model_sources),
         runtime,
         plugins,
-        call_limits,
         input_limits: InputLimits {
             max_image_pixels: args.max_image_pixels,
             max_url_bytes: args.max_url_bytes,
@@ -100,6 +103,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let app = server::router(state.clone(), args.max_body_bytes);
+    tokio::spawn(watch_plugins(state.clone()));
     state.ready.store(true, Ordering::Release);
     tracing::info!(url = %format!("http://{addr}"), models_dir = %args.models_dir.display(),
         plugins_dir = %plugins_dir.display(), startup_ms = started.elapsed().as_millis() as u64, "server ready");
@@ -109,6 +113,20 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .context("server failed")?;
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// How often the plugins directory is rescanned for added, replaced or removed plugins.
+const PLUGIN_RESCAN: Duration = Duration::from_secs(2);
+
+async fn watch_plugins(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(PLUGIN_RESCAN);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let state = state.clone();
+        // Compiling a changed plugin is blocking work.
+        let _ = tokio::task::spawn_blocking(move || state.plugins.scan(&state.runtime)).await;
+    }
 }
 
 async fn shutdown_signal() {

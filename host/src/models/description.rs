@@ -20,13 +20,6 @@ pub enum Task {
 }
 
 impl Task {
-    pub const ALL: [Task; 4] = [
-        Task::ObjectDetection,
-        Task::InstanceSegmentation,
-        Task::Classification,
-        Task::KeypointDetection,
-    ];
-
     /// Roboflow's name (`task_type` in `/model/registry`).
     pub fn roboflow_name(self) -> &'static str {
         match self {

@@ -1,7 +1,11 @@
 //! Where models come from and which are loaded.
 
+pub mod cache;
+pub mod cmd;
 pub mod description;
 pub mod id;
+pub mod roboflow;
+pub mod sources;
 pub mod store;
 
 pub use description::{ModelDescription, Resize, ScoreActivation, Task};

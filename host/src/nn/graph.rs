@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
 use ort::session::builder::GraphOptimizationLevel;
@@ -48,6 +49,8 @@ pub struct SessionOptions {
 /// A loaded ONNX model: a pool of sessions over one weights file.
 pub struct OnnxModel {
     path: PathBuf,
+    /// The model id its run times are recorded under.
+    name: String,
     options: SessionOptions,
     signature: ModelSignature,
     idle: Mutex<Vec<Session>>,
@@ -58,10 +61,16 @@ pub struct OnnxModel {
 impl OnnxModel {
     /// Builds the first session (validating the file) and reads the model's signature.
     pub fn load(path: &Path, options: SessionOptions) -> Result<Arc<Self>> {
+        Self::load_named(path, options, &path.display().to_string())
+    }
+
+    /// As `load`, recording its run times (metric `inference_model_seconds`) as model `name`.
+    pub fn load_named(path: &Path, options: SessionOptions, name: &str) -> Result<Arc<Self>> {
         let session = build_session(path, &options)?;
         let signature = read_signature(&session)?;
         Ok(Arc::new(Self {
             path: path.to_path_buf(),
+            name: name.to_string(),
             options,
             signature,
             idle: Mutex::new(vec![session]),
@@ -116,7 +125,10 @@ impl OnnxModel {
             values.push((input.name, to_ort_value(input.tensor)?.into()));
         }
         let mut session = self.checkout()?;
+        // ONNX Runtime's own time: after a session is free, until its outputs are converted.
+        let started = Instant::now();
         let result = run_session(&mut session, values, &self.signature.outputs);
+        crate::server::metrics::record_model_run(&self.name, started.elapsed());
         self.checkin(session);
         result
     }

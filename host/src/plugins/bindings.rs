@@ -34,6 +34,14 @@ pub mod keypoints {
 }
 
 pub use classification::exports::inference::plugins::classify;
+pub mod custom {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "inference:plugins/custom-task",
+        with: { "inference:plugins/types": super::detection::inference::plugins::types },
+    });
+}
+
 /// The shared WIT types (`inference:plugins/types`).
 pub use detection::inference::plugins::types as wit;
 pub use keypoints::exports::inference::plugins::keypoints as keypoints_api;

@@ -1,19 +1,16 @@
-//! Task plugins: loading components from the plugins directory and calling them.
+//! Plugins: their manifests, the installed set (hot-reloaded), the runtime, and calls.
 
 pub mod bindings;
+pub mod manifest;
+pub mod registry;
 pub mod runtime;
 pub mod task;
 
-use std::collections::HashMap;
-use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-
-use crate::models::Task;
-
+pub use registry::{LoadedPlugin, PluginRegistry};
 pub use runtime::{CallLimits, PluginRuntime};
-pub use task::{TaskOutput, TaskParams, TaskPlugin};
+pub use task::{TaskOutput, TaskParams};
 
 /// A successful call and what it cost.
 pub struct CallOutcome<T> {
@@ -27,6 +24,10 @@ pub enum PluginErrorKind {
     InvalidInput,
     UnsupportedModel,
     InferenceFailed,
+    /// A custom-task plugin's document was over its output limit.
+    OutputTooLarge,
+    /// A custom-task plugin's document was not JSON.
+    InvalidOutput,
 }
 
 /// Why a plugin call failed.
@@ -74,46 +75,5 @@ impl CallError {
             plugin: plugin.to_string(),
             reason,
         }
-    }
-}
-
-/// The plugins serving each task, found as `<plugins-dir>/<task>.wasm`.
-pub struct PluginSet {
-    plugins: HashMap<Task, TaskPlugin>,
-}
-
-/// The file name (without `.wasm`) of each task's plugin.
-pub fn file_stem(task: Task) -> &'static str {
-    match task {
-        Task::ObjectDetection => "object-detection",
-        Task::Classification => "classification",
-        Task::InstanceSegmentation => "instance-segmentation",
-        Task::KeypointDetection => "keypoint-detection",
-    }
-}
-
-impl PluginSet {
-    /// Loads every task plugin found in `dir`; a plugin that fails to compile or does not
-    /// fit its world is an error (the operator must see it at start-up).
-    pub fn load(runtime: &PluginRuntime, dir: &Path, cache_dir: Option<&Path>) -> Result<Self> {
-        let mut plugins = HashMap::new();
-        for task in Task::ALL {
-            let name = file_stem(task);
-            let path = dir.join(format!("{name}.wasm"));
-            if !path.is_file() {
-                tracing::warn!(plugin = %path.display(), "no plugin for {}", task.roboflow_name());
-                continue;
-            }
-            let component = runtime.compile(&path, cache_dir)?;
-            let plugin = TaskPlugin::new(runtime, name.to_string(), task, &component)
-                .with_context(|| format!("plugin {} does not fit the {name} world", path.display()))?;
-            tracing::info!(plugin = %path.display(), "plugin loaded");
-            plugins.insert(task, plugin);
-        }
-        Ok(Self { plugins })
-    }
-
-    pub fn get(&self, task: Task) -> Option<&TaskPlugin> {
-        self.plugins.get(&task)
     }
 }

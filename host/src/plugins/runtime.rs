@@ -30,6 +30,8 @@ pub struct CallLimits {
     pub deadline: Duration,
     pub memory_bytes: usize,
     pub max_model_runs: usize,
+    /// Largest JSON document a custom-task plugin may return.
+    pub output_bytes: usize,
 }
 
 impl Default for CallLimits {
@@ -38,6 +40,7 @@ impl Default for CallLimits {
             deadline: Duration::from_secs(30),
             memory_bytes: 512 << 20,
             max_model_runs: 64,
+            output_bytes: 1 << 20,
         }
     }
 }

@@ -6,10 +6,11 @@ use anyhow::Result;
 use wasmtime::component::{Component, InstancePre};
 
 use super::bindings::{self, classify, keypoints_api, segment, wit};
+use super::manifest::World;
 use super::runtime::{CallLimits, CallState, PluginRuntime};
 use super::{CallError, CallOutcome, PluginErrorKind};
 use crate::input::RgbImage;
-use crate::models::{LoadedModel, ModelDescription, Resize, ScoreActivation, Task};
+use crate::models::{LoadedModel, ModelDescription, Resize, ScoreActivation};
 
 /// A task's request parameters, in the WIT's terms.
 pub enum TaskParams {
@@ -17,6 +18,8 @@ pub enum TaskParams {
     Classification(classify::ClassificationParams),
     Segmentation(segment::SegmentationParams),
     Keypoints(keypoints_api::KeypointParams),
+    /// The request's JSON body without its images.
+    Custom(String),
 }
 
 /// A task's results, one entry per image.
@@ -25,6 +28,8 @@ pub enum TaskOutput {
     Classification(Vec<classify::Classification>),
     Segmentation(Vec<Vec<segment::Instance>>),
     Keypoints(Vec<Vec<keypoints_api::Pose>>),
+    /// One JSON document for the whole call, validated by the host.
+    Custom(serde_json::Value),
 }
 
 impl TaskOutput {
@@ -34,7 +39,13 @@ impl TaskOutput {
             TaskOutput::Classification(v) => v.len(),
             TaskOutput::Segmentation(v) => v.len(),
             TaskOutput::Keypoints(v) => v.len(),
+            TaskOutput::Custom(_) => 1,
         }
+    }
+
+    /// Whether the plugin answered for each of `images` images.
+    fn fits(&self, images: usize) -> bool {
+        matches!(self, TaskOutput::Custom(_)) || self.len() == images
     }
 }
 
@@ -43,6 +54,7 @@ enum Pre {
     Classification(bindings::classification::ClassificationPre<CallState>),
     Segmentation(bindings::segmentation::InstanceSegmentationPre<CallState>),
     Keypoints(bindings::keypoints::KeypointDetectionPre<CallState>),
+    Custom(bindings::custom::CustomTaskPre<CallState>),
 }
 
 /// A compiled plugin for one task, ready to instantiate per call.
@@ -52,18 +64,19 @@ pub struct TaskPlugin {
 }
 
 impl TaskPlugin {
-    /// Type-checks `component` against the task's world.
-    pub fn new(runtime: &PluginRuntime, name: String, task: Task, component: &Component) -> Result<Self> {
+    /// Type-checks `component` against `world`.
+    pub fn new(runtime: &PluginRuntime, name: String, world: World, component: &Component) -> Result<Self> {
         let instance_pre: InstancePre<CallState> = runtime.linker().instantiate_pre(component)?;
-        let pre = match task {
-            Task::ObjectDetection => Pre::Detection(bindings::detection::ObjectDetectionPre::new(instance_pre)?),
-            Task::Classification => {
+        let pre = match world {
+            World::ObjectDetection => Pre::Detection(bindings::detection::ObjectDetectionPre::new(instance_pre)?),
+            World::Classification => {
                 Pre::Classification(bindings::classification::ClassificationPre::new(instance_pre)?)
             }
-            Task::InstanceSegmentation => {
+            World::InstanceSegmentation => {
                 Pre::Segmentation(bindings::segmentation::InstanceSegmentationPre::new(instance_pre)?)
             }
-            Task::KeypointDetection => Pre::Keypoints(bindings::keypoints::KeypointDetectionPre::new(instance_pre)?),
+            World::KeypointDetection => Pre::Keypoints(bindings::keypoints::KeypointDetectionPre::new(instance_pre)?),
+            World::CustomTask => Pre::Custom(bindings::custom::CustomTaskPre::new(instance_pre)?),
         };
         Ok(Self { name, pre })
     }
@@ -121,6 +134,13 @@ impl TaskPlugin {
                         .call_detect_keypoints(&mut *store, &info, &images, &p)?;
                 Ok(r.map(TaskOutput::Keypoints))
             }
+            (Pre::Custom(pre), TaskParams::Custom(p)) => {
+                let instance = pre.instantiate(&mut *store)?;
+                let r = instance
+                    .inference_plugins_custom()
+                    .call_run(&mut *store, &info, &images, &p)?;
+                Ok(r.map(|json| TaskOutput::Custom(serde_json::Value::String(json))))
+            }
             _ => Err(wasmtime::format_err!(
                 "parameters for another task were sent to plugin {}",
                 self.name
@@ -129,7 +149,31 @@ impl TaskPlugin {
         let result = result.map_err(|e| CallError::from_trap(&self.name, limits, e, &call))?;
         let model_runs = call.runs.load(std::sync::atomic::Ordering::Relaxed);
         match result {
-            Ok(value) if value.len() == images.len() => Ok(CallOutcome {
+            Ok(TaskOutput::Custom(serde_json::Value::String(json))) => {
+                // The plugin's document must be JSON and within its size limit.
+                if json.len() > limits.output_bytes {
+                    return Err(CallError::Plugin {
+                        plugin: self.name.clone(),
+                        kind: PluginErrorKind::OutputTooLarge,
+                        message: format!(
+                            "returned {} bytes, over its output limit of {} bytes",
+                            json.len(),
+                            limits.output_bytes
+                        ),
+                    });
+                }
+                let value = serde_json::from_str(&json).map_err(|e| CallError::Plugin {
+                    plugin: self.name.clone(),
+                    kind: PluginErrorKind::InvalidOutput,
+                    message: format!("returned invalid JSON: {e}"),
+                })?;
+                Ok(CallOutcome {
+                    value: TaskOutput::Custom(value),
+                    elapsed: started.elapsed(),
+                    model_runs,
+                })
+            }
+            Ok(value) if value.fits(images.len()) => Ok(CallOutcome {
                 value,
                 elapsed: started.elapsed(),
                 model_runs,

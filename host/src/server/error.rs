@@ -3,11 +3,19 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::input::InputError;
 use crate::models::{InvalidModelId, ModelError};
 use crate::plugins::{CallError, PluginErrorKind};
+
+/// Every error's body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for people.
+    pub message: String,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -42,6 +50,11 @@ impl ApiError {
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Model(ModelError::NotFound(..)) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Model(ModelError::Broken { .. }) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Model(ModelError::Unavailable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Model(ModelError::BadDownload { .. }) => StatusCode::BAD_GATEWAY,
+            ApiError::Model(ModelError::Upstream { status, .. }) => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
             ApiError::Plugin(CallError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Plugin(CallError::Plugin {
                 kind: PluginErrorKind::InvalidInput,
@@ -64,7 +77,7 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(status = status.as_u16(), %message, "request rejected");
         }
-        let mut response = (status, Json(json!({ "message": message }))).into_response();
+        let mut response = (status, Json(ErrorBody { message })).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()

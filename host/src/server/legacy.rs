@@ -8,6 +8,7 @@ use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::Response;
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::error::ApiError;
 use super::infer::{respond, Confidence, InferOptions};
@@ -15,27 +16,47 @@ use super::AppState;
 use crate::input::{decode_base64, ImageSource};
 use crate::pipeline;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LegacyQuery {
+    /// Minimum confidence (default 0.4; values ≥ 1 are percentages; at least 0.01).
     #[serde(default)]
     pub confidence: Option<Confidence>,
+    /// Roboflow API key: a model not on this server is downloaded from Roboflow with it.
+    #[serde(default)]
+    #[param(ignore)]
+    pub api_key: Option<String>,
+    /// NMS IoU threshold (default 0.3; values ≥ 1 are percentages).
     #[serde(default)]
     pub overlap: Option<f32>,
+    /// At most this many predictions (default 300).
     #[serde(default)]
     pub max_detections: Option<u32>,
+    /// The image's URL, fetched by the server (instead of a body).
     #[serde(default)]
     pub image: Option<String>,
+    /// How the body's image is encoded: `base64` (an image file, default) or `numpy`.
     #[serde(default)]
+    #[param(value_type = Option<super::docs::LegacyImageType>)]
     pub image_type: Option<String>,
+    /// `json` (default); `image` (the picture with the predictions drawn) answers 501.
     #[serde(default)]
+    #[param(value_type = Option<super::docs::LegacyFormat>)]
     pub format: Option<String>,
+    /// Keypoint detection: keypoints below it are left out (default 0).
     #[serde(default)]
     pub keypoint_confidence: Option<f32>,
+    /// Instance segmentation: `accurate` (default), `fast` or `tradeoff`.
     #[serde(default)]
+    #[param(value_type = Option<super::docs::MaskDecodeMode>)]
     pub mask_decode_mode: Option<String>,
+    /// Instance segmentation, mode `tradeoff`: 0 (accurate) to 1 (fast).
     #[serde(default)]
+    #[param(minimum = 0.0, maximum = 1.0)]
     pub tradeoff_factor: Option<f32>,
+    /// Instance segmentation: `polygon` (default) or `rle`.
     #[serde(default)]
+    #[param(value_type = Option<super::docs::MaskFormat>)]
     pub response_mask_format: Option<String>,
 }
 
@@ -54,6 +75,67 @@ fn fraction(v: f32) -> f32 {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/{dataset}/{version}",
+    tag = "legacy",
+    summary = "Infer on a URL image (Roboflow's hosted-API route)",
+    description = "Answers with the model's own task. The image is `?image=<url>`.",
+    params(
+        ("dataset" = String, Path, description = "The model's project"),
+        ("version" = String, Path, description = "The model's version"),
+        LegacyQuery,
+        ("api_key" = Option<String>, Query, description = "Roboflow API key: a model not on this server is downloaded from Roboflow with it"),
+    ),
+    responses(
+        (status = 200, description = "The model's task's response for the image.", body = super::responses::InferenceResponse),
+        super::docs::LegacyErrors,
+    ),
+)]
+pub async fn legacy_get(
+    state: State<Arc<AppState>>,
+    path: Path<(String, String)>,
+    query: Result<Query<LegacyQuery>, axum::extract::rejection::QueryRejection>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    legacy_infer(state, path, query, request).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/{dataset}/{version}",
+    tag = "legacy",
+    summary = "Infer on an uploaded image (Roboflow's hosted-API route)",
+    description = "Answers with the model's own task. The image is the body (base64 text, a multipart part `file`, or the raw file) or `?image=<url>`.",
+    params(
+        ("dataset" = String, Path, description = "The model's project"),
+        ("version" = String, Path, description = "The model's version"),
+        LegacyQuery,
+        ("api_key" = Option<String>, Query, description = "Roboflow API key: a model not on this server is downloaded from Roboflow with it"),
+    ),
+    request_body(
+        description = "The image (not needed with `?image=<url>`).",
+        content(
+            (String = "text/plain"),
+            (String = "application/x-www-form-urlencoded"),
+            (super::docs::LegacyUpload = "multipart/form-data"),
+            (super::docs::RawImage = "application/octet-stream"),
+        ),
+    ),
+    responses(
+        (status = 200, description = "The model's task's response for the image.", body = super::responses::InferenceResponse),
+        super::docs::LegacyErrors,
+    ),
+)]
+pub async fn legacy_post(
+    state: State<Arc<AppState>>,
+    path: Path<(String, String)>,
+    query: Result<Query<LegacyQuery>, axum::extract::rejection::QueryRejection>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    legacy_infer(state, path, query, request).await
+}
+
 pub async fn legacy_infer(
     State(state): State<Arc<AppState>>,
     Path((dataset, version)): Path<(String, String)>,
@@ -64,9 +146,15 @@ pub async fn legacy_infer(
         query.map_err(|e| ApiError::BadRequest(format!("Invalid query parameters: {}", e.body_text())))?;
     match query.format.as_deref() {
         None | Some("json") => {}
+        // Roboflow's other format (the picture with the predictions drawn on it).
+        Some("image") => {
+            return Err(ApiError::NotImplemented(
+                "format=image is not supported yet (use format=json)".into(),
+            ))
+        }
         Some(other) => {
-            return Err(ApiError::NotImplemented(format!(
-                "format={other} is not supported yet (use format=json)"
+            return Err(ApiError::BadRequest(format!(
+                "format must be json (or image, not supported yet), got {other:?}"
             )))
         }
     }
@@ -98,7 +186,7 @@ pub async fn legacy_infer(
         ..InferOptions::default()
     };
     // The legacy route answers with the model's own task.
-    let model = pipeline::model(&state, &format!("{dataset}/{version}")).await?;
+    let model = pipeline::model_with_key(&state, &format!("{dataset}/{version}"), query.api_key.as_deref()).await?;
     let params = options.task_params(model.description.task, confidence)?;
     let inference_id = uuid::Uuid::new_v4().to_string();
     let responses = pipeline::run(&state, model, vec![source], params, inference_id).await?;

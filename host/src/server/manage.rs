@@ -8,8 +8,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::infer::parse_json;
@@ -18,9 +19,32 @@ use super::AppState;
 use crate::models::ModelId;
 use crate::pipeline;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct ModelRequest {
+    /// `<project>/<version>`.
+    #[schema(example = "shapes-detect/1")]
     pub model_id: String,
+    /// Roboflow API key: a model not on this server is downloaded from Roboflow with it.
+    #[serde(default)]
+    pub api_key: Option<String>,
+}
+
+/// `GET /info`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServerInfo {
+    #[schema(example = "Roboflow Inference Server")]
+    pub name: &'static str,
+    pub version: &'static str,
+    /// This server process's id.
+    pub uuid: String,
+}
+
+/// `GET /healthz` and `GET /readiness`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Status {
+    /// `healthy`, `ready` or `not ready`.
+    #[schema(example = "ready")]
+    pub status: &'static str,
 }
 
 fn describe(state: &AppState) -> ModelsDescriptions {
@@ -54,19 +78,50 @@ fn describe(state: &AppState) -> ModelsDescriptions {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/model/registry",
+    tag = "models",
+    summary = "Loaded models",
+    description = "Each loaded model's task, batch size and input size: the official client picks its route from it.",
+    responses((status = 200, description = "The loaded models.", body = ModelsDescriptions)),
+)]
 pub async fn registry(State(state): State<Arc<AppState>>) -> Json<ModelsDescriptions> {
     Json(describe(&state))
 }
 
+#[utoipa::path(
+    post,
+    path = "/model/add",
+    tag = "models",
+    summary = "Load a model",
+    request_body = ModelRequest,
+    responses(
+        (status = 200, description = "The model is loaded; the loaded models.", body = ModelsDescriptions),
+        super::docs::AddModelErrors,
+    ),
+)]
 pub async fn add(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<ModelsDescriptions>, ApiError> {
     let request: ModelRequest = parse_json(&body?)?;
-    pipeline::model(&state, &request.model_id).await?;
+    pipeline::model_with_key(&state, &request.model_id, request.api_key.as_deref()).await?;
     Ok(Json(describe(&state)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/model/remove",
+    tag = "models",
+    summary = "Unload a model",
+    description = "Unloads only: the files stay, and the model can be loaded again.",
+    request_body = ModelRequest,
+    responses(
+        (status = 200, description = "The loaded models.", body = ModelsDescriptions),
+        super::docs::RemoveModelErrors,
+    ),
+)]
 pub async fn remove(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
@@ -78,31 +133,95 @@ pub async fn remove(
     Ok(Json(describe(&state)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/model/clear",
+    tag = "models",
+    summary = "Unload every model",
+    responses((status = 200, description = "The loaded models (none).", body = ModelsDescriptions)),
+)]
 pub async fn clear(State(state): State<Arc<AppState>>) -> Json<ModelsDescriptions> {
     state.models.clear();
     Json(describe(&state))
 }
 
-pub async fn info(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    Json(json!({
-        "name": "Roboflow Inference Server",
-        "version": env!("CARGO_PKG_VERSION"),
-        "uuid": state.server_id,
-    }))
+#[utoipa::path(
+    get,
+    path = "/info",
+    tag = "service",
+    summary = "Server identity",
+    responses((status = 200, description = "Name (Roboflow's, for clients that check it), version, process id.", body = ServerInfo)),
+)]
+pub async fn info(State(state): State<Arc<AppState>>) -> Json<ServerInfo> {
+    Json(ServerInfo {
+        name: "Roboflow Inference Server",
+        version: env!("CARGO_PKG_VERSION"),
+        uuid: state.server_id.clone(),
+    })
 }
 
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "healthy" }))
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "service",
+    summary = "Liveness",
+    responses((status = 200, description = "The server is up.", body = Status, example = json!({"status": "healthy"}))),
+)]
+pub async fn healthz() -> Json<Status> {
+    Json(Status { status: "healthy" })
 }
 
+#[utoipa::path(
+    get,
+    path = "/readiness",
+    tag = "service",
+    summary = "Readiness",
+    responses(
+        (status = 200, description = "Ready to serve.", body = Status, example = json!({"status": "ready"})),
+        (status = 503, description = "Not ready yet.", body = Status, example = json!({"status": "not ready"})),
+    ),
+)]
 pub async fn readiness(State(state): State<Arc<AppState>>) -> Response {
     if state.ready.load(Ordering::Acquire) {
-        Json(json!({ "status": "ready" })).into_response()
+        Json(Status { status: "ready" }).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "not ready" }))).into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, Json(Status { status: "not ready" })).into_response()
     }
 }
 
 pub async fn not_found() -> ApiError {
     ApiError::NotFound("Not Found".into())
+}
+
+/// `GET /plugins`: the installed plugins and the routes they serve.
+#[utoipa::path(
+    get,
+    path = "/plugins",
+    tag = "service",
+    summary = "Installed plugins",
+    description = "Each plugin's name, version, world, route, description and limits, and the plugins directory.",
+    responses((status = 200, description = "The installed plugins.", body = Object)),
+)]
+pub async fn plugins(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let plugins: Vec<serde_json::Value> = state
+        .plugins
+        .list()
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.manifest.name,
+                "version": p.manifest.version,
+                "world": p.manifest.world,
+                "route": format!("/infer/{}", p.route),
+                "description": p.manifest.description,
+                "limits": {
+                    "timeout_ms": p.limits.deadline.as_millis() as u64,
+                    "memory_mib": p.limits.memory_bytes >> 20,
+                    "max_model_runs": p.limits.max_model_runs,
+                    "output_kib": p.limits.output_bytes >> 10,
+                },
+            })
+        })
+        .collect();
+    Json(json!({ "plugins_dir": state.plugins.dir(), "plugins": plugins }))
 }

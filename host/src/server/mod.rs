@@ -1,9 +1,12 @@
 //! The HTTP front: shared state, routes, and serving.
 
+pub mod docs;
 pub mod error;
 pub mod infer;
 pub mod legacy;
 pub mod manage;
+pub mod metrics;
+mod observe;
 pub mod responses;
 
 use std::sync::atomic::AtomicBool;
@@ -14,19 +17,17 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::Semaphore;
 use tower_http::cors::CorsLayer;
-use tower_http::trace::TraceLayer;
 
 use crate::input::url::UrlPolicy;
 use crate::input::InputLimits;
 use crate::models::ModelStore;
-use crate::plugins::{CallLimits, PluginRuntime, PluginSet};
+use crate::plugins::{PluginRegistry, PluginRuntime};
 
 /// Everything a request handler can reach.
 pub struct AppState {
     pub models: ModelStore,
     pub runtime: PluginRuntime,
-    pub plugins: PluginSet,
-    pub call_limits: CallLimits,
+    pub plugins: PluginRegistry,
     pub input_limits: InputLimits,
     /// Fetches URL images under `url_policy`.
     pub http: reqwest::Client,
@@ -38,13 +39,16 @@ pub struct AppState {
 }
 
 pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/infer/object_detection", post(infer::object_detection))
         .route("/infer/instance_segmentation", post(infer::instance_segmentation))
         // The seed's guide calls the task `segmentation`.
-        .route("/infer/segmentation", post(infer::instance_segmentation))
+        .route("/infer/segmentation", post(infer::segmentation))
         .route("/infer/classification", post(infer::classification))
         .route("/infer/keypoints_detection", post(infer::keypoints_detection))
+        // Plugins with a task of their own, on the route their manifest names.
+        .route("/infer/{route}", post(infer::custom))
+        .route("/plugins", get(manage::plugins))
         .route("/model/registry", get(manage::registry))
         .route("/model/add", post(manage::add))
         .route("/model/remove", post(manage::remove))
@@ -54,11 +58,16 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/readiness", get(manage::readiness))
         .route(
             "/{dataset}/{version}",
-            get(legacy::legacy_infer).post(legacy::legacy_infer),
+            get(legacy::legacy_get).post(legacy::legacy_post),
         )
+        .route("/metrics", get(metrics::render))
+        // `/openapi.json`, `/docs`, `/redoc`.
+        .merge(docs::routes())
         .fallback(manage::not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(CorsLayer::permissive())
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        // The request's `Authorization: Bearer` key, for model downloads.
+        .layer(axum::middleware::from_fn(crate::models::sources::bearer_scope));
+    // Request ids, request spans (path only: a query may carry an api_key) and log lines, metrics.
+    observe::instrument(routes).with_state(state)
 }

@@ -1,14 +1,15 @@
 //! Response bodies, shaped as Roboflow's server emits them (null fields omitted).
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ImageSize {
     pub width: u32,
     pub height: u32,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ObjectDetectionPrediction {
     pub x: f64,
     pub y: f64,
@@ -20,9 +21,11 @@ pub struct ObjectDetectionPrediction {
     pub detection_id: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ModelDescriptionEntry {
     pub model_id: String,
+    /// `object-detection`, `instance-segmentation`, `classification` or `keypoint-detection`.
+    #[schema(value_type = String, example = "object-detection")]
     pub task_type: &'static str,
     /// Null when the batch dimension is dynamic.
     pub batch_size: Option<u32>,
@@ -34,7 +37,7 @@ pub struct ModelDescriptionEntry {
 }
 
 /// `ModelsDescriptions`: Roboflow keeps the null fields here.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ModelsDescriptions {
     pub models: Vec<ModelDescriptionEntry>,
     pub total_vram_bytes: Option<u64>,
@@ -47,7 +50,7 @@ pub struct ModelsDescriptions {
 }
 
 /// A keypoint of a pose prediction.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct KeypointPrediction {
     pub x: f64,
     pub y: f64,
@@ -56,35 +59,39 @@ pub struct KeypointPrediction {
     pub class: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Point {
     pub x: f64,
     pub y: f64,
 }
 
 /// COCO RLE as `pycocotools` and supervision read it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Rle {
     /// `[height, width]`.
+    #[schema(value_type = Vec<u32>, min_items = 2, max_items = 2)]
     pub size: [u32; 2],
     pub counts: String,
 }
 
 /// An object-detection prediction, plus a mask (segmentation) or keypoints (pose).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Prediction {
     #[serde(flatten)]
     pub detection: ObjectDetectionPrediction,
+    /// Instance segmentation (`response_mask_format` `polygon`): the mask outline, image pixels.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub points: Option<Vec<Point>>,
+    /// Instance segmentation (`response_mask_format` `rle`): the mask as COCO RLE.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rle: Option<Rle>,
+    /// Keypoint detection: the instance's keypoints.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keypoints: Option<Vec<KeypointPrediction>>,
 }
 
 /// Object detection, instance segmentation and keypoint responses share this shape.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DetectionsResponse {
     pub inference_id: String,
     /// Seconds spent on this request's plugin call (pre-processing, model, post-processing).
@@ -93,7 +100,7 @@ pub struct DetectionsResponse {
     pub predictions: Vec<Prediction>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ClassPrediction {
     pub class: String,
     pub class_id: u32,
@@ -101,7 +108,7 @@ pub struct ClassPrediction {
 }
 
 /// Single-label classification.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ClassificationResponse {
     pub inference_id: String,
     pub time: f64,
@@ -113,14 +120,14 @@ pub struct ClassificationResponse {
     pub confidence: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MultiLabelScore {
     pub confidence: f64,
     pub class_id: u32,
 }
 
 /// Multi-label classification (models with `MULTICLASS`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MultiLabelClassificationResponse {
     pub inference_id: String,
     pub time: f64,
@@ -138,4 +145,47 @@ pub enum InferenceResponse {
     Detections(DetectionsResponse),
     Classification(ClassificationResponse),
     MultiLabel(MultiLabelClassificationResponse),
+}
+
+/// `anyOf`, not the `oneOf` a derive would give: a classification without predictions also
+/// has the detections shape, so the variants are not exclusive.
+impl utoipa::PartialSchema for InferenceResponse {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AnyOfBuilder, Ref};
+        AnyOfBuilder::new()
+            .item(Ref::from_schema_name(DetectionsResponse::name()))
+            .item(Ref::from_schema_name(ClassificationResponse::name()))
+            .item(Ref::from_schema_name(MultiLabelClassificationResponse::name()))
+            .description(Some("One image's response, shaped by the model's task."))
+            .into()
+    }
+}
+
+impl ToSchema for InferenceResponse {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        use utoipa::PartialSchema;
+        schemas.push((DetectionsResponse::name().into(), DetectionsResponse::schema()));
+        <DetectionsResponse as ToSchema>::schemas(schemas);
+        schemas.push((ClassificationResponse::name().into(), ClassificationResponse::schema()));
+        <ClassificationResponse as ToSchema>::schemas(schemas);
+        schemas.push((
+            MultiLabelClassificationResponse::name().into(),
+            MultiLabelClassificationResponse::schema(),
+        ));
+        <MultiLabelClassificationResponse as ToSchema>::schemas(schemas);
+    }
+}
+
+/// A custom-task plugin's answer: its own JSON document as `result`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CustomResponse {
+    pub inference_id: String,
+    pub time: f64,
+    /// The plugin that answered.
+    pub plugin: String,
+    /// The request's images' sizes, in order.
+    pub images: Vec<ImageSize>,
+    /// The plugin's own JSON document.
+    #[schema(value_type = Object)]
+    pub result: serde_json::Value,
 }

@@ -1,0 +1,313 @@
+//! `inference models pull|list|rm`: the model cache from the command line. Needs no ONNX
+//! Runtime: pulling downloads and verifies, listing reads files and ONNX metadata.
+
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Subcommand};
+
+use super::cache::{default_cache_dir, model_dirs, ModelCache};
+use super::id::ModelId;
+use super::sources::{ModelSources, Progress, SourceArgs};
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsAction {
+    /// Download a model into the cache: from the model stores, else from Roboflow with an api key.
+    Pull {
+        /// `<project>/<version>`
+        id: String,
+        /// Roboflow API key (never printed).
+        #[arg(long, env = "ROBOFLOW_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+        #[command(flatten)]
+        dirs: DirArgs,
+        #[command(flatten)]
+        sources: SourceArgs,
+    },
+    /// List the models in the models directory and in the cache, with size and task.
+    List {
+        #[command(flatten)]
+        dirs: DirArgs,
+    },
+    /// Delete a model from the cache (the models directory is never touched).
+    Rm {
+        /// `<project>/<version>`
+        id: String,
+        #[command(flatten)]
+        dirs: DirArgs,
+    },
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DirArgs {
+    /// Directory of local models: `<project>/<version>/weights.onnx`.
+    #[arg(long, env = "INFERENCE_MODELS_DIR", default_value = "models")]
+    pub models_dir: PathBuf,
+    /// Cache directory (downloaded models in `models/`); default: $XDG_CACHE_HOME/inference or ~/.cache/inference.
+    #[arg(long, env = "INFERENCE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl DirArgs {
+    fn cache(&self) -> Result<(PathBuf, ModelCache)> {
+        let dir = self
+            .cache_dir
+            .clone()
+            .or_else(default_cache_dir)
+            .ok_or_else(|| anyhow!("no cache directory: pass --cache-dir (or set HOME)"))?;
+        let cache = ModelCache::new(&dir);
+        Ok((dir, cache))
+    }
+}
+
+pub fn run(action: ModelsAction) -> Result<()> {
+    // Warnings only: progress has stderr's last line.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match action {
+        ModelsAction::Pull {
+            id,
+            api_key,
+            dirs,
+            sources,
+        } => pull(&id, api_key.as_deref(), &dirs, &sources),
+        ModelsAction::List { dirs } => list(&dirs),
+        ModelsAction::Rm { id, dirs } => {
+            let id = ModelId::parse(&id)?;
+            let (_, cache) = dirs.cache()?;
+            if cache.remove(&id)? {
+                println!("removed {id} from {}", cache.root().display());
+                Ok(())
+            } else {
+                bail!("{id} is not in the cache ({})", cache.root().display())
+            }
+        }
+    }
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn print_progress(p: &Progress<'_>) {
+    let secs = p.elapsed.as_secs_f64().max(1e-3);
+    let rate = human((p.done as f64 / secs) as u64);
+    let of = p.total.map(|t| format!(" / {}", human(t))).unwrap_or_default();
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "\r{} {}: {}{of} ({rate}/s)\x1b[K", p.model, p.file, human(p.done));
+    if p.finished {
+        let _ = writeln!(err);
+    }
+    let _ = err.flush();
+}
+
+fn pull(raw: &str, api_key: Option<&str>, dirs: &DirArgs, args: &SourceArgs) -> Result<()> {
+    let id = ModelId::parse(raw)?;
+    let (cache_dir, _) = dirs.cache()?;
+    if args.offline {
+        bail!("--offline: models pull needs the network");
+    }
+    let sources = ModelSources::new(args, Some(&cache_dir))?.with_progress(Arc::new(print_progress));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let started = std::time::Instant::now();
+    let dir = runtime.block_on(async {
+        let cache = sources.cache().expect("a cache was given");
+        if let Some(dir) = cache.lookup(&id).await? {
+            eprintln!("{id} is already in the cache (verified)");
+            return Ok(dir);
+        }
+        match sources.resolve(&id, api_key).await {
+            Ok(Some(dir)) => Ok(dir),
+            Ok(None) if api_key.is_none() => Err(anyhow!(
+                "{id} is in no model store{}; pass --api-key to download it from Roboflow",
+                if args.model_stores.is_empty() {
+                    " (none given)"
+                } else {
+                    ""
+                }
+            )),
+            Ok(None) => Err(anyhow!("{id} was found in no model source")),
+            Err(e) => Err(anyhow!(e)),
+        }
+    })?;
+    let bytes = dir_size(&dir);
+    println!(
+        "{id}: {} in {} ({:.1} s)",
+        human(bytes),
+        dir.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn list(dirs: &DirArgs) -> Result<()> {
+    let mut rows: Vec<(String, &str, u64, String, String)> = Vec::new();
+    for (project, version, dir) in model_dirs(&dirs.models_dir) {
+        if dir.join("weights.onnx").is_file() {
+            rows.push((
+                format!("{project}/{version}"),
+                "local",
+                dir_size(&dir),
+                task_of(&dir).unwrap_or_else(|| "-".into()),
+                dirs.models_dir.display().to_string(),
+            ));
+        }
+    }
+    if let Ok((_, cache)) = dirs.cache() {
+        for model in cache.list() {
+            rows.push((
+                model.id.to_string(),
+                "cache",
+                model.bytes,
+                task_of(&model.dir).unwrap_or_else(|| "-".into()),
+                model.source,
+            ));
+        }
+    }
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(5).max(5);
+    println!("{:width$}  {:5}  {:>10}  {:22}  FROM", "MODEL", "WHERE", "SIZE", "TASK");
+    for (id, place, bytes, task, from) in rows {
+        println!("{id:width$}  {place:5}  {:>10}  {task:22}  {from}", human(bytes));
+    }
+    Ok(())
+}
+
+/// The task, if known: `model_type.json`, `environment.json`'s `TYPE`, or the ONNX metadata.
+fn task_of(dir: &Path) -> Option<String> {
+    let json = |name: &str, key: &str| -> Option<String> {
+        let bytes = std::fs::read(dir.join(name)).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        v.get(key)?.as_str().map(str::to_string)
+    };
+    let raw = json("model_type.json", "project_task_type")
+        .or_else(|| json("environment.json", "TYPE"))
+        .or_else(|| onnx_metadata(&dir.join("weights.onnx"), "task").ok().flatten())?;
+    Some(
+        super::Task::parse(&raw)
+            .map(|t| t.roboflow_name().to_string())
+            .unwrap_or(raw),
+    )
+}
+
+fn read_varint(r: &mut impl Read) -> Result<Option<u64>> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let mut byte = [0u8];
+        if r.read(&mut byte)? == 0 {
+            if shift == 0 {
+                return Ok(None);
+            }
+            bail!("truncated varint");
+        }
+        value |= u64::from(byte[0] & 0x7f) << shift;
+        if byte[0] & 0x80 == 0 {
+            return Ok(Some(value));
+        }
+    }
+    bail!("varint too long")
+}
+
+/// Reads one `metadata_props` entry (ModelProto field 14) of an ONNX file without loading
+/// the graph: top-level fields are skipped by length.
+fn onnx_metadata(path: &Path, key: &str) -> Result<Option<String>> {
+    let mut r = BufReader::new(std::fs::File::open(path)?);
+    while let Some(tag) = read_varint(&mut r)? {
+        let (field, wire) = (tag >> 3, tag & 7);
+        match wire {
+            0 => {
+                read_varint(&mut r)?;
+            }
+            1 => {
+                r.seek(SeekFrom::Current(8))?;
+            }
+            5 => {
+                r.seek(SeekFrom::Current(4))?;
+            }
+            2 => {
+                let len = read_varint(&mut r)?.context("truncated")?;
+                if field == 14 && len < (1 << 20) {
+                    let mut entry = vec![0u8; len as usize];
+                    r.read_exact(&mut entry)?;
+                    if let Some((k, v)) = string_pair(&entry) {
+                        if k == key {
+                            return Ok(Some(v));
+                        }
+                    }
+                } else {
+                    r.seek(SeekFrom::Current(len as i64))?;
+                }
+            }
+            _ => bail!("not an ONNX file"),
+        }
+    }
+    Ok(None)
+}
+
+/// A `StringStringEntryProto`: key = field 1, value = field 2.
+fn string_pair(mut bytes: &[u8]) -> Option<(String, String)> {
+    let (mut key, mut value) = (String::new(), String::new());
+    while !bytes.is_empty() {
+        let tag = read_varint(&mut bytes).ok()??;
+        if tag & 7 != 2 {
+            return None;
+        }
+        let len = read_varint(&mut bytes).ok()?? as usize;
+        let text = String::from_utf8_lossy(bytes.get(..len)?).into_owned();
+        bytes = &bytes[len..];
+        match tag >> 3 {
+            1 => key = text,
+            2 => value = text,
+            _ => {}
+        }
+    }
+    Some((key, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_ultralytics_task_metadata() {
+        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/models/shapes-detect.onnx");
+        assert_eq!(onnx_metadata(&model, "task").unwrap().as_deref(), Some("detect"));
+        assert_eq!(onnx_metadata(&model, "no-such-key").unwrap(), None);
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human(12), "12 B");
+        assert_eq!(human(3 << 20), "3.0 MiB");
+    }
+}

@@ -3,7 +3,8 @@ base64), adapted to a local model and a fixture image.
 
     python examples/python_requests.py [--url http://localhost:9001] [--image PATH] [--image-url URL]
 
-Without --image-url, the URL form is served from a throwaway local HTTP server."""
+Without --image-url, the URL form is served from a throwaway local HTTP server, which the
+server fetches only when started with --allow-http-urls --allow-private-urls."""
 
 import argparse
 import base64
@@ -64,7 +65,14 @@ def main():
         "iou_threshold": args.iou_thresh,
         "api_key": args.api_key,
     }
-    show("URL", requests.post(f"{args.url}/infer/{TASK}", json=infer_payload))
+    res = requests.post(f"{args.url}/infer/{TASK}", json=infer_payload)
+    if res.status_code == 400 and not args.image_url:
+        # By default the server fetches only https URLs on public addresses (no SSRF into its
+        # own network): a local http URL needs `--allow-http-urls --allow-private-urls`.
+        print(f"URL: refused as the server's defaults require ({res.json()['message']}); "
+              "start the server with --allow-http-urls --allow-private-urls, or pass --image-url")
+    else:
+        show("URL", res)
 
     # 2. NumPy array, pickled, to the legacy route
     image = cv2.imread(args.image)

@@ -11,6 +11,7 @@
 //! - [`mask`], [`contour`], [`rle`]: instance masks from prototypes, their outlines as
 //!   OpenCV traces them, and COCO run-length encoding.
 //! - [`pose`]: keypoints carried by detection rows.
+//! - [`glue`]: the WIT glue each plugin crate expands ([`plugin_glue!`]).
 //!
 //! Everything here follows Ultralytics' Python pipeline closely, because the plugins
 //! are checked against golden outputs produced by it.
@@ -24,6 +25,7 @@ pub mod batch;
 pub mod classify;
 pub mod contour;
 pub mod detect;
+pub mod glue;
 pub mod mask;
 pub mod nms;
 pub mod pil_resize;
@@ -46,7 +48,7 @@ pub use detect::{decode, infer_layout, Candidate, OutputLayout};
 pub use mask::{
     mask_channels, mask_coefficients, BinaryMask, MaskChannels, MaskDecoder, MaskMode, MaskToImage, Protos,
 };
-pub use nms::{iou, nms, MAX_NMS};
+pub use nms::{iou, keep, nms, MAX_NMS};
 pub use pil_resize::resize_pil_bilinear_u8;
 pub use pose::{pose_geometry, raw_keypoints, KeypointShape};
 pub use preprocess::{

@@ -30,6 +30,25 @@ fn iou_with_areas(a: [f32; 4], area_a: f32, b: [f32; 4], area_b: f32) -> f32 {
     inter / (area_a + area_b - inter)
 }
 
+/// The detections to keep from one image's candidates: end-to-end heads (YOLOv10/26) already
+/// ran their own NMS, so they are only ranked and cut to `max_det`; the others go through
+/// [`nms`].
+pub fn keep(
+    mut cands: Vec<Candidate>,
+    layout: crate::OutputLayout,
+    iou_threshold: f32,
+    agnostic: bool,
+    max_det: usize,
+) -> Vec<Candidate> {
+    if layout == crate::OutputLayout::EndToEnd {
+        cands.sort_by(|a, b| b.score.total_cmp(&a.score));
+        cands.truncate(max_det);
+        cands
+    } else {
+        nms(cands, iou_threshold, agnostic, max_det)
+    }
+}
+
 /// Greedy NMS, Ultralytics / torchvision style: candidates are sorted by score (descending,
 /// stable, so ties keep their anchor order) and cut to the best [`MAX_NMS`]; a box is kept
 /// unless its IoU with an already kept box — of the same class unless `agnostic` — is
@@ -69,6 +88,19 @@ pub fn nms(mut cands: Vec<Candidate>, iou_threshold: f32, agnostic: bool, max_de
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keep_ranks_end_to_end_output_without_nms() {
+        let overlapping = vec![cand(0.0, 0.0, 10.0, 10.0, 0.5, 0), cand(0.0, 0.0, 10.0, 10.0, 0.9, 0)];
+        let e2e = keep(overlapping.clone(), crate::OutputLayout::EndToEnd, 0.5, false, 5);
+        assert_eq!(e2e.iter().map(|c| c.score).collect::<Vec<_>>(), vec![0.9, 0.5]);
+        assert_eq!(
+            keep(overlapping.clone(), crate::OutputLayout::EndToEnd, 0.5, false, 1).len(),
+            1
+        );
+        let v8 = keep(overlapping, crate::OutputLayout::YoloV8, 0.5, false, 5);
+        assert_eq!(v8.iter().map(|c| c.score).collect::<Vec<_>>(), vec![0.9]);
+    }
 
     fn cand(x1: f32, y1: f32, x2: f32, y2: f32, score: f32, class_id: u32) -> Candidate {
         Candidate {

@@ -3,7 +3,7 @@
 //! end-to-end heads) with NMS, builds each detection's mask from the prototypes and returns
 //! it as an outline polygon or a COCO RLE, in original-image pixels.
 
-use inference_guest::{self as guest, Candidate, ImageRef, MaskChannels, MaskMode, OutputLayout, Protos};
+use inference_guest::{self as guest, MaskChannels, MaskMode, Protos};
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -14,27 +14,12 @@ wit_bindgen::generate!({
 use exports::inference::plugins::segment::{
     Guest, Instance, MaskDecodeMode, MaskFormat, Point, Rle, SegmentationParams,
 };
-use inference::plugins::types::{ChannelOrder, Detection, ErrorKind, Image, ModelInfo, PluginError, ResizeMode};
-use wasi::nn::{graph, tensor};
+use inference::plugins::types::{ErrorKind, Image, ModelInfo, PluginError};
+use wasi::nn::tensor;
 
-/// Images per run when the model's batch dimension is dynamic: bounds the tensor's memory.
-const DYNAMIC_BATCH_CHUNK: usize = 16;
+guest::plugin_glue!();
 
 struct Plugin;
-
-fn error(kind: ErrorKind, message: impl Into<String>) -> PluginError {
-    PluginError {
-        kind,
-        message: message.into(),
-    }
-}
-
-fn nn_error(what: &str, e: wasi::nn::errors::Error) -> PluginError {
-    error(
-        ErrorKind::InferenceFailed,
-        format!("{what}: {:?}: {}", e.code(), e.data()),
-    )
-}
 
 /// A model output as f32 values with its dims.
 struct Output {
@@ -103,23 +88,8 @@ impl Guest for Plugin {
         params: SegmentationParams,
     ) -> Result<Vec<Vec<Instance>>, PluginError> {
         let det = &params.detection;
-        let resize = match model.resize {
-            ResizeMode::Letterbox => guest::Resize::Letterbox { pad: model.pad_value },
-            ResizeMode::Stretch => guest::Resize::Stretch,
-            ResizeMode::CenterCrop => guest::Resize::CenterCrop,
-        };
-        let input = guest::ModelInput::new(
-            model.input_width,
-            model.input_height,
-            resize,
-            match model.channel_order {
-                ChannelOrder::Nchw => guest::Layout::Nchw,
-                ChannelOrder::Nhwc => guest::Layout::Nhwc,
-            },
-            &model.mean,
-            &model.std,
-        )
-        .map_err(|e| error(ErrorKind::UnsupportedModel, e))?;
+        let input = model_input(&model)?;
+        let resize = input.resize;
         let mode = match params.mask_decode_mode {
             MaskDecodeMode::Accurate => MaskMode::Accurate,
             MaskDecodeMode::Fast => MaskMode::Fast,
@@ -134,34 +104,11 @@ impl Guest for Plugin {
                 MaskMode::Tradeoff(f)
             }
         };
-        if images.is_empty() {
-            return Ok(Vec::new());
-        }
-        let graph = graph::load_by_name(&model.graph).map_err(|e| nn_error("loading the model", e))?;
-        let context = graph
-            .init_execution_context()
-            .map_err(|e| nn_error("creating an execution context", e))?;
-        let chunk = if model.max_batch == 0 {
-            DYNAMIC_BATCH_CHUNK
-        } else {
-            model.max_batch as usize
-        };
         let named = model.class_names.len();
         let unsupported = |e: String| error(ErrorKind::UnsupportedModel, e);
 
         let mut results = Vec::with_capacity(images.len());
-        for batch in images.chunks(chunk.max(1)) {
-            let refs = batch
-                .iter()
-                .map(|i| ImageRef::new(i.width, i.height, &i.rgb))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| error(ErrorKind::InvalidInput, e))?;
-            let (data, transforms) = input.batch(&refs).map_err(|e| error(ErrorKind::InvalidInput, e))?;
-            let tensor = tensor::Tensor::new(&input.dims(refs.len()), tensor::TensorType::Fp32, as_le_bytes(&data));
-            drop(data);
-            let outputs = context
-                .compute(vec![(model.input_name.clone(), tensor)])
-                .map_err(|e| nn_error("running the model", e))?;
+        run_batches(&model, &input, &images, |outputs, transforms| {
             // Detections are the 3-D output (2-D without a batch dim), prototypes the 4-D one.
             let find = |ranks: &[usize], what: &str| {
                 outputs
@@ -180,30 +127,24 @@ impl Guest for Plugin {
             let protos = prototypes(Output::read(proto_name, proto_tensor)?, |nm| channels_for(nm).is_ok())?;
             let channels: MaskChannels = channels_for(protos.dims[1]).map_err(unsupported)?;
             let images_in = |dims: &[usize]| if dims.len() == 2 { 1 } else { dims[0] };
-            if images_in(&dets.dims) < refs.len() || protos.dims[0] < refs.len() {
+            if images_in(&dets.dims) < transforms.len() || protos.dims[0] < transforms.len() {
                 return Err(unsupported(format!(
                     "outputs {:?} and {:?} hold fewer images than the {} sent",
                     dets.dims,
                     protos.dims,
-                    refs.len()
+                    transforms.len()
                 )));
             }
             for (b, transform) in transforms.iter().enumerate() {
                 let candidates = guest::decode(&dets.data, &dets.dims, b, layout, channels.classes, det.confidence)
                     .map_err(unsupported)?;
-                let kept: Vec<Candidate> = if layout == OutputLayout::EndToEnd {
-                    let mut c = candidates;
-                    c.sort_by(|a, b| b.score.total_cmp(&a.score));
-                    c.truncate(det.max_detections as usize);
-                    c
-                } else {
-                    guest::nms(
-                        candidates,
-                        det.iou_threshold,
-                        det.class_agnostic_nms,
-                        det.max_detections as usize,
-                    )
-                };
+                let kept = guest::keep(
+                    candidates,
+                    layout,
+                    det.iou_threshold,
+                    det.class_agnostic_nms,
+                    det.max_detections as usize,
+                );
                 let image_protos = Protos::from_output(&protos.data, &protos.dims, b).map_err(unsupported)?;
                 let decoder = guest::MaskDecoder::new(image_protos, model.input_width, model.input_height, mode)
                     .map_err(|e| error(ErrorKind::InvalidInput, e))?;
@@ -213,16 +154,9 @@ impl Guest for Plugin {
                         .map_err(unsupported)?;
                 let mut instances = Vec::with_capacity(kept.len());
                 for c in kept {
-                    let class_name = model
-                        .class_names
-                        .get(c.class_id as usize)
-                        .cloned()
-                        .unwrap_or_else(|| c.class_id.to_string());
-                    if let Some(filter) = &det.class_filter {
-                        if !filter.iter().any(|f| f == &class_name) {
-                            continue;
-                        }
-                    }
+                    let Some(detection) = detection(&model, det, transform, &c) else {
+                        continue;
+                    };
                     let coefficients =
                         guest::mask_coefficients(&dets.data, &dets.dims, b, layout, channels, c.anchor as usize);
                     // Like Ultralytics, a detection whose mask is empty is dropped.
@@ -247,33 +181,14 @@ impl Guest for Plugin {
                             }),
                         ),
                     };
-                    let [x1, y1, x2, y2] = transform.to_original_box(c.x1, c.y1, c.x2, c.y2);
-                    instances.push(Instance {
-                        detection: Detection {
-                            x: (x1 + x2) / 2.0,
-                            y: (y1 + y2) / 2.0,
-                            width: x2 - x1,
-                            height: y2 - y1,
-                            confidence: c.score,
-                            class_id: c.class_id,
-                            class_name,
-                        },
-                        points,
-                        rle,
-                    });
+                    instances.push(Instance { detection, points, rle });
                 }
                 results.push(instances);
             }
-        }
+            Ok(())
+        })?;
         Ok(results)
     }
-}
-
-/// Views f32 data as the little-endian bytes a wasi-nn tensor carries, without copying the
-/// (megabyte-sized) input: WebAssembly is little-endian.
-fn as_le_bytes(data: &[f32]) -> &[u8] {
-    // SAFETY: any f32 bit pattern is valid bytes; u8 has alignment 1; the length is in bytes.
-    unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), std::mem::size_of_val(data)) }
 }
 
 export!(Plugin);

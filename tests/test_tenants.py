@@ -346,3 +346,13 @@ def test_hash_key_command(inference_bin):
     out = subprocess.run([str(inference_bin), "tenants", "hash-key"], input="acme-secret-1\n",
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and out.stdout.strip() == sha("acme-secret-1")
+
+
+def test_openapi_documents_the_gates_answers(tenant_server):
+    doc = requests.get(f"{tenant_server.url}/openapi.json", timeout=10).json()
+    for path, method in [("/infer/object_detection", "post"), ("/model/registry", "get"), ("/plugins", "get")]:
+        responses = doc["paths"][path][method]["responses"]
+        assert {"401", "413", "429"} <= set(responses), (path, sorted(responses))
+        assert "Retry-After" in responses["429"]["headers"]
+    assert "403" in doc["paths"]["/metrics"]["get"]["responses"]
+    assert "401" not in doc["paths"]["/healthz"]["get"]["responses"]

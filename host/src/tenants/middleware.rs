@@ -32,7 +32,7 @@ pub struct Gate {
 
 /// Routes anyone may call: liveness, readiness, identity, documentation and the try-it page
 /// (whose API calls carry the user's key).
-fn is_public(method: &Method, path: &str) -> bool {
+pub(crate) fn is_public(method: &Method, path: &str) -> bool {
     // CORS preflights carry no credentials; the CORS layer answers them.
     method == Method::OPTIONS
         || (method == Method::GET || method == Method::HEAD)

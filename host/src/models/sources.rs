@@ -255,8 +255,10 @@ impl ModelSources {
             return Ok(None);
         };
         let io = |e: std::io::Error| FetchError::from(e).into_model_error(id);
+        let hashing = Instant::now();
         if let Some(dir) = cache.lookup(id).await.map_err(io)? {
-            tracing::debug!(model = %id, dir = %dir.display(), "model verified in the cache");
+            tracing::info!(model = %id, dir = %dir.display(), ms = hashing.elapsed().as_millis() as u64,
+                "model verified in the cache (sha256)");
             return Ok(Some(dir));
         }
         if self.offline {

@@ -3,6 +3,9 @@ loopback; the server under test reaches it through the standard AWS environment 
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import time
 
 import pytest
@@ -15,7 +18,7 @@ from test_model_sources import detect, files_in, ok
 
 BUCKET, PREFIX = "models-bucket", "team/prod"
 WEIGHTS = (FIXTURE_MODELS / "shapes-detect.onnx").read_bytes()
-FILES = {"weights.onnx": WEIGHTS, "environment.json": __import__("json").dumps(SHAPES_ENVIRONMENT).encode()}
+FILES = {"weights.onnx": WEIGHTS, "environment.json": json.dumps(SHAPES_ENVIRONMENT).encode()}
 
 
 @pytest.fixture
@@ -101,9 +104,19 @@ def test_s3_unreachable_is_503_with_retry_after(start_server, s3, empty_models, 
     assert "could be reached" in msg, msg
 
 
-def test_s3_store_needs_a_bucket(inference_bin, tmp_path):
-    import subprocess
+def test_cli_pull_from_s3_then_serve_offline(inference_bin, start_server, s3, empty_models, tmp_path):
+    cache = tmp_path / "cache"
 
-    r = subprocess.run([str(inference_bin), "models", "pull", "a/1", "--cache-dir", str(tmp_path),
-                        "--model-store", "ftp://x/y"], capture_output=True, text=True, timeout=60)
-    assert r.returncode != 0 and "unsupported scheme" in r.stderr, r.stderr
+    def pull(*store):
+        return subprocess.run([str(inference_bin), "models", "pull", "shapes-s3/1", "--cache-dir", str(cache),
+                               *store], capture_output=True, text=True, timeout=120, env={**os.environ, **s3.env()},
+                              stdin=subprocess.DEVNULL)
+
+    r = pull("--model-store", f"s3://{BUCKET}/{PREFIX}")
+    assert r.returncode == 0, r.stderr
+    assert "weights.onnx" in r.stderr and "/s)" in r.stderr, r.stderr
+    assert s3.requests[("GET", f"/{BUCKET}/{PREFIX}/shapes-s3/1/weights.onnx")] == 1
+    bad = pull("--model-store", "ftp://x/y")
+    assert bad.returncode != 0 and "unsupported scheme" in bad.stderr, bad.stderr
+    off = start_server(["--cache-dir", str(cache), "--offline"], models=empty_models)
+    ok(detect(off.url, "shapes-s3/1"))

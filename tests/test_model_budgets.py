@@ -133,3 +133,16 @@ def test_remove_keeps_files_purge_deletes_cache_only(start_server, store, models
     assert (models_dir / "shapes-detect" / "1" / "weights.onnx").is_file()
     r = post("/model/clear", params={"purge": "maybe"})
     assert r.status_code == 400 and "purge" in error_message(r), r.text
+
+
+def test_cache_budget_applies_at_start_up_oldest_first(start_server, store, empty_models, tmp_path):
+    cache = tmp_path / "cache"
+    h = start_server(["--cache-dir", str(cache), "--model-store", store.store_url], models=empty_models)
+    ok(detect(h.url, "shapes-a/1"))
+    ok(detect(h.url, "shapes-b/1"))
+    h.stop()
+    budget = model_bytes(store, "shapes-a/1") * 3 // 2
+    again = start_server(["--cache-dir", str(cache), "--offline", "--cache-max-bytes", str(budget)],
+                         models=empty_models)
+    assert not (cache / "models" / "shapes-a" / "1").exists()  # least recently used
+    ok(detect(again.url, "shapes-b/1"))

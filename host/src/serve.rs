@@ -144,6 +144,8 @@ async fn preload(state: Arc<AppState>, ids: Vec<ModelId>, api_key: Option<String
         }
     };
     futures_util::future::join_all(ids.into_iter().map(load)).await;
+    // A budget lowered since the last run applies now, not at the next download.
+    state.models.fit_cache(None).await;
     state.ready.store(true, Ordering::Release);
 }
 

@@ -4,7 +4,7 @@
 //! * `--max-loaded-models N`: after a model is loaded, the least recently requested loaded
 //!   models beyond N are unloaded (never a pinned one, never the one just loaded). Their files
 //!   stay in the cache. Requests already holding an unloaded model finish with it.
-//! * `--cache-max-bytes`: after a model is loaded, the least recently used models of the
+//! * `--cache-max-bytes`: at start-up and after a model is loaded, the least recently used models of the
 //!   download cache are deleted until the cache fits. A model's last use is the modification
 //!   time of its `.verified` record, set when it is downloaded, loaded from the cache, or
 //!   unloaded (so it survives restarts). Never deleted: pinned models, models loaded or being

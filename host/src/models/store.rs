@@ -200,22 +200,28 @@ impl ModelStore {
                 }
             }
         }
-        if let (Some(max), Some(cache)) = (self.limits.cache_max_bytes, self.sources.cache()) {
-            let mut keep: HashSet<ModelId> = self.slots.lock().keys().cloned().collect();
-            keep.extend(self.limits.pinned.iter().cloned());
-            keep.insert(just.clone());
-            let cache = cache.clone();
-            let evicted = tokio::task::spawn_blocking(move || cache.evict(max, &keep)).await;
-            match evicted {
-                Ok(Ok(evicted)) => {
-                    for (id, bytes) in evicted {
-                        tracing::info!(model = %id, bytes, max_bytes = max, "cached model files evicted (least recently used)");
-                        metrics::counter!(crate::server::metrics::EVICTIONS_TOTAL).increment(1);
-                    }
+        self.fit_cache(Some(just)).await;
+    }
+
+    /// Deletes least recently used cached models beyond `--cache-max-bytes`, keeping pinned
+    /// models, models loaded or loading here, and `just`. Also run once at start-up.
+    pub async fn fit_cache(&self, just: Option<&ModelId>) {
+        let (Some(max), Some(cache)) = (self.limits.cache_max_bytes, self.sources.cache()) else {
+            return;
+        };
+        let mut keep: HashSet<ModelId> = self.slots.lock().keys().cloned().collect();
+        keep.extend(self.limits.pinned.iter().cloned());
+        keep.extend(just.cloned());
+        let cache = cache.clone();
+        match tokio::task::spawn_blocking(move || cache.evict(max, &keep)).await {
+            Ok(Ok(evicted)) => {
+                for (id, bytes) in evicted {
+                    tracing::info!(model = %id, bytes, max_bytes = max, "cached model files evicted (least recently used)");
+                    metrics::counter!(crate::server::metrics::EVICTIONS_TOTAL).increment(1);
                 }
-                Ok(Err(e)) => tracing::warn!("cache eviction failed: {e}"),
-                Err(e) => tracing::warn!("cache eviction crashed: {e}"),
             }
+            Ok(Err(e)) => tracing::warn!("cache eviction failed: {e}"),
+            Err(e) => tracing::warn!("cache eviction crashed: {e}"),
         }
     }
 

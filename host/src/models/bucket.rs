@@ -27,6 +27,8 @@ use super::sources::FetchError;
 /// by the per-chunk read timeout of the download loop.
 const REQUEST_TIMEOUT: &str = "1h";
 const CONNECT_TIMEOUT: &str = "10s";
+/// Wait for an object's response head (retries included).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An object-storage model store.
 pub struct Bucket {
@@ -104,10 +106,10 @@ impl Bucket {
     /// Opens `<prefix>/<project>/<version>/<name>`; `Absent` when there is no such object.
     pub async fn open(&self, id: &ModelId, name: &str) -> Result<ObjectBody, FetchError> {
         let what = format!("model store {}: {name}", self.shown);
-        let result = self
-            .store
-            .get(&self.path(id, name))
+        // The request's own timeout is long (a whole transfer): bound the wait for its head here.
+        let result = tokio::time::timeout(HEAD_TIMEOUT, self.store.get(&self.path(id, name)))
             .await
+            .map_err(|_| FetchError::Unreachable(format!("{what}: no answer within {HEAD_TIMEOUT:?}")))?
             .map_err(|e| store_error(&what, e))?;
         let size = result.meta.size;
         let stream = result.into_stream().map_err(move |e| store_error(&what, e)).boxed();

@@ -51,8 +51,10 @@ impl Bucket {
     }
 
     pub fn new(url: &Url) -> anyhow::Result<Self> {
-        let (scheme, path) = ObjectStoreScheme::parse(url).with_context(|| format!("--model-store {url}"))?;
-        let prefix = Path::parse(path).with_context(|| format!("--model-store {url}: prefix"))?;
+        let (scheme, _) = ObjectStoreScheme::parse(url).with_context(|| format!("--model-store {url}"))?;
+        // The bucket (container) is the host; the prefix is the whole path. (`ObjectStoreScheme`
+        // reads `az://` paths as `az://<account>/<container>/...`, which the Azure builder does not.)
+        let prefix = Path::parse(url.path()).with_context(|| format!("--model-store {url}: prefix"))?;
         // A failing store answers within seconds (503 + Retry-After), not after minutes of retries.
         let retry = RetryConfig {
             max_retries: 2,
@@ -147,5 +149,12 @@ mod tests {
         let root = Bucket::new(&Url::parse("s3://models-bucket").unwrap()).unwrap();
         assert_eq!(root.path(&id, "weights.onnx").as_ref(), "shapes/2/weights.onnx");
         assert!(Bucket::handles("gs") && !Bucket::handles("https"));
+        // az://container/team/prod is covered by tests/test_model_store_azure.py (it needs an account).
+        let url = "abfss://container@account.dfs.core.windows.net/team/prod";
+        let azure = Bucket::new(&Url::parse(url).unwrap()).unwrap();
+        assert_eq!(
+            azure.path(&id, "weights.onnx").as_ref(),
+            "team/prod/shapes/2/weights.onnx"
+        );
     }
 }

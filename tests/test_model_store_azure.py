@@ -19,11 +19,13 @@ WEIGHTS = (FIXTURE_MODELS / "shapes-detect.onnx").read_bytes()
 @pytest.fixture
 def azure(tmp_path):
     server = AzuriteServer(tmp_path / "azurite")
-    server.client.create_container(CONTAINER)
-    server.add_model(CONTAINER, PREFIX, "shapes-az/1",
-                     {"weights.onnx": WEIGHTS, "environment.json": json.dumps(SHAPES_ENVIRONMENT).encode()})
-    yield server
-    server.stop()
+    try:
+        server.client.create_container(CONTAINER)
+        server.add_model(CONTAINER, PREFIX, "shapes-az/1",
+                         {"weights.onnx": WEIGHTS, "environment.json": json.dumps(SHAPES_ENVIRONMENT).encode()})
+        yield server
+    finally:
+        server.stop()
 
 
 def test_azure_download_cache_restart_and_tamper(start_server, azure, tmp_path, server):

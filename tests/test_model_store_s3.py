@@ -24,10 +24,12 @@ FILES = {"weights.onnx": WEIGHTS, "environment.json": json.dumps(SHAPES_ENVIRONM
 @pytest.fixture
 def s3():
     server = S3Server()
-    server.client.create_bucket(Bucket=BUCKET)
-    server.add_model(BUCKET, PREFIX, "shapes-s3/1", FILES)
-    yield server
-    server.stop()
+    try:
+        server.client.create_bucket(Bucket=BUCKET)
+        server.add_model(BUCKET, PREFIX, "shapes-s3/1", FILES)
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -61,7 +61,7 @@ def _exited_early(h, grace: float = 1.0) -> bool:
 
 
 class ServerHandle:
-    def __init__(self, binary: Path, args: list, log_path: Path):
+    def __init__(self, binary: Path, args: list, log_path: Path, env: dict | None = None):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -69,7 +69,7 @@ class ServerHandle:
                     "--host", "127.0.0.1", "--port", str(self.port), *args]
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
 
     @property
     def pid(self) -> int:
@@ -145,15 +145,16 @@ def models_dir(tmp_path_factory, fixtures_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def start_server(inference_bin, models_dir, tmp_path_factory):
-    """Factory: start_server(extra_args=[...], models_dir=None) -> ServerHandle (ready).
+    """Factory: start_server(extra_args=[...], models_dir=None, env=None) -> ServerHandle (ready);
+    `env` adds environment variables.
     All servers are stopped at the end of the session."""
     handles = []
 
-    def start(extra_args=(), models=None) -> ServerHandle:
+    def start(extra_args=(), models=None, env=None) -> ServerHandle:
         args = ["--models-dir", str(models or models_dir), *extra_args]
         for attempt in range(3):
             logdir = tmp_path_factory.mktemp("server-log")
-            h = ServerHandle(inference_bin, args, logdir / "server.log")
+            h = ServerHandle(inference_bin, args, logdir / "server.log", env=env)
             handles.append(h)
             # Retry only the rare race where the chosen free port got taken.
             if attempt < 2 and _exited_early(h) and "in use" in h.log_tail().lower():

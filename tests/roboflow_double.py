@@ -12,8 +12,9 @@ internet):
   manifest.json` listing each file with size and sha256, and the files beside it.
 
 Both run a threaded http.server on 127.0.0.1, count requests per path (`counts`), and can
-stall a file mid-body (`stall`) or delay it (`delay`) so tests can kill a server half-way
-through a download or pile up concurrent first requests."""
+stall a file mid-body (`stall`), delay it (`delay`) or send it slowly (`trickle`) so tests can
+kill a server half-way through a download, pile up concurrent first requests, or keep a
+download going while other models are requested."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ class _Double:
         self.counts: collections.Counter = collections.Counter()
         self.stall: set = set()          # paths whose body stops half-way until `release`
         self.delay: dict = {}            # path -> seconds to wait before answering
+        self.trickle: dict = {}          # path -> seconds over which the body is sent, in 20 pieces
         self.released = threading.Event()
         self.stalled = threading.Event()  # set when a stalled body has sent its first half
         self._lock = threading.Lock()
@@ -77,7 +79,14 @@ class _Double:
                     self.close_connection = True
                     return
                 try:
-                    self.wfile.write(body)
+                    if url.path in double.trickle and status == 200:
+                        step = max(1, len(body) // 20)
+                        for start in range(0, len(body), step):
+                            self.wfile.write(body[start:start + step])
+                            self.wfile.flush()
+                            time.sleep(double.trickle[url.path] / 20)
+                    else:
+                        self.wfile.write(body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 

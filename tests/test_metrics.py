@@ -164,3 +164,40 @@ def test_plugin_traps_are_counted(trap_server):
     plugins = label_values(after, "inference_plugin_traps_total", "plugin")
     assert plugins and all(p for p in plugins), plugins
     assert value(after, "inference_requests_total", route="/infer/object_detection", status="500") >= 1
+
+
+def test_model_download_cache_and_eviction_metrics(start_server, tmp_path):
+    """Downloads by source and outcome, bytes, seconds; cache size; evictions and unloads."""
+    from roboflow_double import SHAPES_ENVIRONMENT, ModelStoreDouble
+
+    models = tmp_path / "models"
+    models.mkdir()
+    with ModelStoreDouble() as store:
+        for model_id in ("shapes-a/1", "shapes-b/1"):
+            store.add(model_id, environment=SHAPES_ENVIRONMENT)
+        store.manifest_override["shapes-bad/1"] = {"weights.onnx": {"sha256": "0" * 64}}
+        store.add("shapes-bad/1")
+        size = sum(len(d) for d in store.models["shapes-a/1"].values())
+        h = start_server(["--cache-dir", str(tmp_path / "cache"), "--model-store", store.store_url,
+                          "--max-loaded-models", "1", "--cache-max-bytes", str(size * 3 // 2)], models=models)
+        body = {"image": img_b64(IMG.read_bytes()), "confidence": 0.25}
+
+        def detect(model_id):
+            return requests.post(f"{h.url}/infer/object_detection", json={"model_id": model_id, **body},
+                                 timeout=HTTP_TIMEOUT)
+
+        assert detect("shapes-a/1").status_code == 200
+        after_one = scrape(h.url)
+        assert value(after_one, "inference_model_downloads_total", source="http", outcome="ok") == 1
+        assert value(after_one, "inference_model_download_bytes_total", source="http") == size
+        assert value(after_one, "inference_model_cache_bytes") == size
+        assert value(after_one, "inference_model_download_seconds_count", source="http", outcome="ok") == 1
+        assert detect("shapes-b/1").status_code == 200
+        assert detect("shapes-bad/1").status_code == 502
+        s = scrape(h.url)
+        assert value(s, "inference_model_downloads_total", source="http", outcome="ok") == 2
+        assert value(s, "inference_model_downloads_total", source="http", outcome="bad") == 1
+        assert value(s, "inference_model_cache_evictions_total") >= 1
+        assert value(s, "inference_model_unloads_total") >= 1
+        assert value(s, "inference_model_cache_bytes") == size  # only shapes-b/1 is left
+        assert value(s, "inference_models_loaded") == 1

@@ -352,3 +352,29 @@ def test_concurrent_requests_share_a_failed_download(start_server, roboflow, emp
         results = list(pool.map(lambda _: detect(h.url, "shapes-rf/1", api_key="wrong-key"), range(20)))
     assert [r.status_code for r in results] == [401] * 20
     assert roboflow.counts["/ort/shapes-rf/1"] == 1, roboflow.counts
+
+
+def test_cli_pull_shows_a_progress_bar_on_a_terminal(inference_bin, store, tmp_path):
+    """On a terminal, `models pull` draws a bar with size, rate and ETA (indicatif)."""
+    import pty
+
+    store.trickle[store.file_path("shapes-store/1", "weights.onnx")] = 1.5
+    main, secondary = pty.openpty()
+    proc = subprocess.Popen([str(inference_bin), "models", "pull", "shapes-store/1", "--cache-dir",
+                             str(tmp_path / "cache"), "--model-store", store.store_url],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=secondary)
+    os.close(secondary)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # the terminal closed: the process is done
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(main)
+    assert proc.wait(timeout=60) == 0, seen.decode(errors="replace")
+    text = seen.decode(errors="replace")
+    assert "shapes-store/1 weights.onnx" in text and "ETA" in text and "KiB/s" in text, text
+    assert "[" in text and "=" in text, text  # the bar itself

@@ -96,6 +96,9 @@ pub struct ServeArgs {
     /// Where models not in the models directory come from.
     #[command(flatten)]
     pub sources: crate::models::sources::SourceArgs,
+    /// Cache and loaded-model budgets, preloaded (pinned) models.
+    #[command(flatten)]
+    pub budgets: crate::models::budget::BudgetArgs,
     /// ONNX Runtime shared library; default: ORT_DYLIB_PATH, else the one beside the executable.
     #[arg(long)]
     pub ort_library: Option<PathBuf>,

@@ -14,7 +14,7 @@ use crate::cli::ServeArgs;
 use crate::input::url::UrlPolicy;
 use crate::input::InputLimits;
 use crate::models::sources::ModelSources;
-use crate::models::ModelStore;
+use crate::models::{Limits, ModelId, ModelStore};
 use crate::nn::{self, SessionOptions};
 use crate::plugins::{CallLimits, PluginRegistry, PluginRuntime};
 use crate::server::{self, AppState};
@@ -84,8 +84,16 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     if url_policy.allow_private {
         tracing::warn!("--allow-private-urls: URL images may be fetched from this server's own network");
     }
+    let pinned = args.budgets.pinned()?;
+    let limits = Limits {
+        max_loaded: args.budgets.max_loaded_models.map(|n| n as usize),
+        cache_max_bytes: args.budgets.cache_max_bytes,
+        pinned: pinned.iter().cloned().collect(),
+    };
     let state = Arc::new(AppState {
-        models: ModelStore::new(args.models_dir.clone(), options).with_sources(model_sources),
+        models: ModelStore::new(args.models_dir.clone(), options)
+            .with_sources(model_sources)
+            .with_limits(limits),
         runtime,
         plugins,
         input_limits: InputLimits {
@@ -108,7 +116,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .with_context(|| format!("cannot listen on {addr}"))?;
     let app = server::router(state.clone(), args.max_body_bytes);
     tokio::spawn(watch_plugins(state.clone()));
-    state.ready.store(true, Ordering::Release);
+    tokio::spawn(preload(state.clone(), pinned, args.budgets.preload_api_key.clone()));
     tracing::info!(url = %format!("http://{addr}"), models_dir = %args.models_dir.display(),
         plugins_dir = %plugins_dir.display(), startup_ms = started.elapsed().as_millis() as u64, "server ready");
     axum::serve(listener, app)
@@ -144,6 +152,32 @@ fn open_or_gated(args: &ServeArgs) -> Result<Option<Arc<Gate>>> {
             args.target.host
         ),
     }
+}
+
+/// Loads the pinned models (`--preload`), retrying failures, then declares the server ready:
+/// `/readiness` answers 503 until every one is loaded.
+async fn preload(state: Arc<AppState>, ids: Vec<ModelId>, api_key: Option<String>) {
+    let load = |id: ModelId| {
+        let (state, api_key) = (state.clone(), api_key.clone());
+        async move {
+            let mut delay = Duration::from_secs(1);
+            loop {
+                match state.models.get_with_key(&id, api_key.as_deref()).await {
+                    Ok(_) => return tracing::info!(model = %id, "model preloaded (pinned)"),
+                    Err(e) => {
+                        tracing::error!(model = %id, error = %e, retry_s = delay.as_secs(),
+                            "preload failed: not ready until it loads");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(60));
+                    }
+                }
+            }
+        }
+    };
+    futures_util::future::join_all(ids.into_iter().map(load)).await;
+    // A budget lowered since the last run applies now, not at the next download.
+    state.models.fit_cache(None).await;
+    state.ready.store(true, Ordering::Release);
 }
 
 /// How often the plugins directory is rescanned for added, replaced or removed plugins.

@@ -9,7 +9,7 @@
 //! (`<project>/.<version>.lock`, flock) keeps two processes (a server and `models pull`) from
 //! downloading one model at once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -67,6 +67,7 @@ pub struct CachedModel {
     pub source: String,
 }
 
+#[derive(Clone)]
 pub struct ModelCache {
     root: PathBuf,
 }
@@ -98,7 +99,10 @@ impl ModelCache {
                 return Ok(None);
             };
             match verify_files(&dir, &record.files) {
-                Ok(()) => Ok(Some(dir)),
+                Ok(()) => {
+                    mark_used(&dir);
+                    Ok(Some(dir))
+                }
                 Err(why) => {
                     tracing::warn!(model = %name, dir = %dir.display(), %why,
                         "cached model failed verification: deleted");
@@ -111,15 +115,19 @@ impl ModelCache {
         .map_err(io::Error::other)?
     }
 
-    /// Takes the model's cross-process download lock (released on drop).
-    pub async fn lock(&self, id: &ModelId) -> io::Result<CacheLock> {
+    fn lock_file(&self, id: &ModelId) -> io::Result<std::fs::File> {
         let parent = self.root.join(&id.project);
         std::fs::create_dir_all(&parent)?;
-        let file = std::fs::OpenOptions::new()
+        std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(parent.join(format!(".{}.lock", id.version)))?;
+            .open(parent.join(format!(".{}.lock", id.version)))
+    }
+
+    /// Takes the model's cross-process download lock (released on drop).
+    pub async fn lock(&self, id: &ModelId) -> io::Result<CacheLock> {
+        let file = self.lock_file(id)?;
         tokio::task::spawn_blocking(move || {
             // SAFETY: flock on a file descriptor we own; the lock goes with the file.
             let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
@@ -131,6 +139,62 @@ impl ModelCache {
         })
         .await
         .map_err(io::Error::other)?
+    }
+
+    /// The model's download lock if nobody holds it now.
+    fn try_lock(&self, id: &ModelId) -> io::Result<Option<CacheLock>> {
+        let file = self.lock_file(id)?;
+        // SAFETY: as in `lock`; LOCK_NB returns at once.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            Ok(Some(CacheLock(file)))
+        } else {
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::WouldBlock => Ok(None),
+                _ => Err(e),
+            }
+        }
+    }
+
+    /// Records a use of `id` now (the modification time of its `.verified`): eviction order.
+    pub fn touch(&self, id: &ModelId) {
+        mark_used(&self.dir(id));
+    }
+
+    /// Total size of the verified models.
+    pub fn total_bytes(&self) -> u64 {
+        self.list().iter().map(|m| m.bytes).sum()
+    }
+
+    /// Deletes least recently used models until the cache holds at most `max` bytes, skipping
+    /// `keep` and models another process is downloading. Returns the deleted ids and sizes.
+    pub fn evict(&self, max: u64, keep: &HashSet<ModelId>) -> io::Result<Vec<(ModelId, u64)>> {
+        let mut models = self.list();
+        let mut total: u64 = models.iter().map(|m| m.bytes).sum();
+        models.sort_by_key(|m| last_used(&m.dir));
+        let mut evicted = Vec::new();
+        for model in models {
+            if total <= max {
+                break;
+            }
+            if keep.contains(&model.id) {
+                continue;
+            }
+            let Some(_lock) = self.try_lock(&model.id)? else {
+                continue;
+            };
+            remove_dir(&model.dir)?;
+            total -= model.bytes;
+            evicted.push((model.id, model.bytes));
+        }
+        if total > max {
+            tracing::warn!(
+                bytes = total,
+                max,
+                "model cache over its budget: the rest is pinned or in use"
+            );
+        }
+        Ok(evicted)
     }
 
     /// Starts a download of `id`: wipes whatever is in its directory (an old copy, `.part`
@@ -185,6 +249,20 @@ impl ModelCache {
         }
         out
     }
+}
+
+/// Sets the modification time of `dir/.verified` to now (a missing record is left alone).
+fn mark_used(dir: &Path) {
+    if let Ok(file) = std::fs::File::options().append(true).open(dir.join(VERIFIED)) {
+        let _ = file.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// When a cached model was last used (see `ModelCache::touch`).
+fn last_used(dir: &Path) -> std::time::SystemTime {
+    std::fs::metadata(dir.join(VERIFIED))
+        .and_then(|m| m.modified())
+        .unwrap_or(std::time::UNIX_EPOCH)
 }
 
 /// `<root>/<project>/<version>` directories (names starting with '.' are skipped).

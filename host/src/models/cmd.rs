@@ -1,12 +1,13 @@
 //! `inference models pull|list|rm`: the model cache from the command line. Needs no ONNX
 //! Runtime: pulling downloads and verifies, listing reads files and ONNX metadata.
 
-use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, IsTerminal, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 
 use super::cache::{default_cache_dir, model_dirs, ModelCache};
 use super::id::ModelId;
@@ -106,7 +107,44 @@ fn human(bytes: u64) -> String {
     }
 }
 
-fn print_progress(p: &Progress<'_>) {
+/// Progress of `models pull` on stderr: a bar with size, rate and ETA per file on a terminal,
+/// else plain lines (logs, CI).
+#[derive(Default)]
+struct PullProgress {
+    bar: parking_lot::Mutex<Option<(String, ProgressBar)>>,
+}
+
+impl PullProgress {
+    fn show(&self, p: &Progress<'_>) {
+        if !std::io::stderr().is_terminal() {
+            return print_line(p);
+        }
+        let mut current = self.bar.lock();
+        let key = format!("{} {}", p.model, p.file);
+        if current.as_ref().is_none_or(|(k, _)| *k != key) {
+            let bar = match p.total {
+                Some(total) => ProgressBar::new(total),
+                None => ProgressBar::no_length(),
+            };
+            let style = ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> ");
+            bar.set_style(style);
+            bar.set_prefix(key.clone());
+            *current = Some((key, bar));
+        }
+        if let Some((_, bar)) = current.as_ref() {
+            bar.set_position(p.done);
+            if p.finished {
+                bar.finish();
+            }
+        }
+    }
+}
+
+fn print_line(p: &Progress<'_>) {
     let secs = p.elapsed.as_secs_f64().max(1e-3);
     let rate = human((p.done as f64 / secs) as u64);
     let of = p.total.map(|t| format!(" / {}", human(t))).unwrap_or_default();
@@ -124,7 +162,8 @@ fn pull(raw: &str, api_key: Option<&str>, dirs: &DirArgs, args: &SourceArgs) -> 
     if args.offline {
         bail!("--offline: models pull needs the network");
     }
-    let sources = ModelSources::new(args, Some(&cache_dir))?.with_progress(Arc::new(print_progress));
+    let progress = Arc::new(PullProgress::default());
+    let sources = ModelSources::new(args, Some(&cache_dir))?.with_progress(Arc::new(move |p| progress.show(p)));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let started = std::time::Instant::now();
     let dir = runtime.block_on(async {

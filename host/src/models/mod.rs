@@ -1,5 +1,7 @@
 //! Where models come from and which are loaded.
 
+pub mod bucket;
+pub mod budget;
 pub mod cache;
 pub mod cmd;
 pub mod description;
@@ -10,4 +12,4 @@ pub mod store;
 
 pub use description::{ModelDescription, Resize, ScoreActivation, Task};
 pub use id::{InvalidModelId, ModelId};
-pub use store::{LoadedModel, ModelError, ModelStore};
+pub use store::{Limits, LoadedModel, ModelError, ModelStore};

@@ -15,7 +15,9 @@ use serde_json::Value;
 
 use super::cache::ModelCache;
 use super::id::ModelId;
-use super::sources::{display_url, net_error, read_small, FetchError, ModelSources, MAX_JSON_BYTES, MAX_MODEL_BYTES};
+use super::sources::{
+    display_url, net_error, read_small, FetchError, ModelSources, MAX_JSON_BYTES, MAX_MODEL_BYTES, ROBOFLOW,
+};
 
 #[derive(Debug, Deserialize)]
 struct OrtAnswer {
@@ -121,7 +123,7 @@ pub async fn fetch(
             id,
             "weights.onnx",
             model_url,
-            "Roboflow",
+            ROBOFLOW,
             None,
             MAX_MODEL_BYTES,
         )
@@ -135,7 +137,7 @@ pub async fn fetch(
                     id,
                     "environment.json",
                     env_url,
-                    "Roboflow",
+                    ROBOFLOW,
                     None,
                     MAX_JSON_BYTES,
                 )

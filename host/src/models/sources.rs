@@ -1,5 +1,6 @@
-//! Where a model not in the models directory comes from: the cache, then the operator's HTTP(S)
-//! model stores in order, then Roboflow's API when the request carries an api_key.
+//! Where a model not in the models directory comes from: the cache, then the operator's model
+//! stores in order (HTTP(S) URL prefixes or S3/GCS/Azure buckets), then Roboflow's API when the
+//! request carries an api_key.
 //!
 //! Downloads go through their own HTTP client (connect and read timeouts, size caps). The
 //! sources are configured by the operator, so they are not subject to the URL-image policy.
@@ -10,14 +11,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use bytes::Bytes;
 use clap::Args;
+use futures_util::{Stream, StreamExt, TryStreamExt};
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 
+use super::bucket::Bucket;
 use super::cache::{safe_file_name, FileRecord, ModelCache, Staging};
 use super::id::ModelId;
 use super::roboflow;
 use super::store::ModelError;
+use crate::server::metrics;
 
 /// Largest model file accepted from a source that does not declare its size.
 pub const MAX_MODEL_BYTES: u64 = 4 << 30;
@@ -32,8 +37,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Flags that choose the model sources (shared by `server start` and `models pull`).
 #[derive(Debug, Args, Clone)]
 pub struct SourceArgs {
-    /// HTTP(S) model store, tried in order after the models directory and the cache:
-    /// `<prefix>/<project>/<version>/manifest.json` lists the files with size and sha256 (repeatable).
+    /// Model store, tried in order after the models directory and the cache: an http(s):// URL
+    /// prefix or an s3://, gs:// or az:// bucket prefix, holding
+    /// `<prefix>/<project>/<version>/manifest.json` (the files with size and sha256) and the files
+    /// (repeatable). Bucket credentials come from the cloud's standard environment variables.
     #[arg(long = "model-store", env = "INFERENCE_MODEL_STORES", value_delimiter = ',')]
     pub model_stores: Vec<String>,
     /// Roboflow API, asked for models when a request carries an api_key.
@@ -116,9 +123,30 @@ pub fn display_url(url: &Url) -> String {
     shown.to_string()
 }
 
+/// One of the operator's model stores.
+enum Store {
+    Http(Url),
+    Bucket(Bucket),
+}
+
+impl Store {
+    fn shown(&self) -> String {
+        match self {
+            Store::Http(url) => display_url(url),
+            Store::Bucket(bucket) => bucket.shown().to_string(),
+        }
+    }
+}
+
+/// A file being fetched: its declared size (if any) and its bytes.
+type Body = (
+    Option<u64>,
+    futures_util::stream::BoxStream<'static, Result<Bytes, FetchError>>,
+);
+
 pub struct ModelSources {
     cache: Option<ModelCache>,
-    stores: Vec<Url>,
+    stores: Vec<Store>,
     roboflow: Option<Url>,
     offline: bool,
     client: reqwest::Client,
@@ -144,16 +172,17 @@ impl ModelSources {
             let mut url = Url::parse(raw).with_context(|| format!("--model-store {raw:?} is not a URL"))?;
             match url.scheme() {
                 "http" | "https" => {}
-                "s3" | "gs" | "gcs" | "az" | "azure" | "abfs" => {
-                    bail!("--model-store {raw}: object stores (S3, GCS, Azure) are not supported yet; serve the bucket over HTTPS")
+                scheme if Bucket::handles(scheme) => {
+                    stores.push(Store::Bucket(Bucket::new(&url)?));
+                    continue;
                 }
-                other => bail!("--model-store {raw}: unsupported scheme {other:?} (http or https)"),
+                other => bail!("--model-store {raw}: unsupported scheme {other:?} (http, https, s3, gs or az)"),
             }
             if !url.path().ends_with('/') {
                 let path = format!("{}/", url.path());
                 url.set_path(&path);
             }
-            stores.push(url);
+            stores.push(Store::Http(url));
         }
         let roboflow = if args.no_roboflow {
             None
@@ -211,7 +240,7 @@ impl ModelSources {
         if self.offline {
             parts.push("offline".into());
         } else {
-            parts.extend(self.stores.iter().map(|s| format!("store {}", display_url(s))));
+            parts.extend(self.stores.iter().map(|s| format!("store {}", s.shown())));
             if let Some(rf) = &self.roboflow {
                 parts.push(format!("roboflow {} (with api_key)", display_url(rf)));
             }
@@ -226,8 +255,10 @@ impl ModelSources {
             return Ok(None);
         };
         let io = |e: std::io::Error| FetchError::from(e).into_model_error(id);
+        let hashing = Instant::now();
         if let Some(dir) = cache.lookup(id).await.map_err(io)? {
-            tracing::debug!(model = %id, dir = %dir.display(), "model verified in the cache");
+            tracing::info!(model = %id, dir = %dir.display(), ms = hashing.elapsed().as_millis() as u64,
+                "model verified in the cache (sha256)");
             return Ok(Some(dir));
         }
         if self.offline {
@@ -248,7 +279,10 @@ impl ModelSources {
 
         let mut unreachable = Vec::new();
         for store in &self.stores {
-            match self.fetch_from_store(cache, store, id).await {
+            let started = Instant::now();
+            let result = self.fetch_from_store(cache, store, id).await;
+            record_outcome(&store.shown(), &result, started);
+            match result {
                 Ok(dir) => return Ok(Some(dir)),
                 Err(FetchError::Absent) => continue,
                 Err(FetchError::Unreachable(why)) => {
@@ -261,7 +295,9 @@ impl ModelSources {
         if let Some((api, key)) = roboflow {
             let started = Instant::now();
             tracing::info!(model = %id, source = %display_url(api), "model download from Roboflow started");
-            match roboflow::fetch(self, cache, api, id, key).await {
+            let result = roboflow::fetch(self, cache, api, id, key).await;
+            record_outcome(ROBOFLOW, &result, started);
+            match result {
                 Ok(dir) => {
                     tracing::info!(model = %id, ms = started.elapsed().as_millis() as u64, "model downloaded from Roboflow");
                     return Ok(Some(dir));
@@ -279,34 +315,56 @@ impl ModelSources {
         Ok(None)
     }
 
-    async fn fetch_from_store(&self, cache: &ModelCache, store: &Url, id: &ModelId) -> Result<PathBuf, FetchError> {
-        let base = store
-            .join(&format!("{}/{}/", id.project, id.version))
-            .map_err(|e| FetchError::Local(format!("store URL: {e}")))?;
-        let manifest_url = base.join("manifest.json").expect("a relative file name joins");
-        let shown = display_url(store);
-        let response = self
-            .client
-            .get(manifest_url)
-            .timeout(METADATA_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| net_error(&format!("model store {shown}"), e))?;
-        let status = response.status();
-        if status == StatusCode::NOT_FOUND {
-            return Err(FetchError::Absent);
+    /// The manifest's bytes; `Absent` when the store does not have the model.
+    async fn manifest(&self, store: &Store, id: &ModelId) -> Result<Vec<u8>, FetchError> {
+        let shown = store.shown();
+        match store {
+            Store::Http(base) => {
+                let url = file_url(base, id, "manifest.json")?;
+                let response = self
+                    .client
+                    .get(url)
+                    .timeout(METADATA_TIMEOUT)
+                    .send()
+                    .await
+                    .map_err(|e| net_error(&format!("model store {shown}"), e))?;
+                let status = response.status();
+                if status == StatusCode::NOT_FOUND {
+                    return Err(FetchError::Absent);
+                }
+                if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+                    return Err(FetchError::Unreachable(format!(
+                        "model store {shown} answered {status}"
+                    )));
+                }
+                if !status.is_success() {
+                    return Err(FetchError::Bad(format!(
+                        "model store {shown} answered {status} for the manifest"
+                    )));
+                }
+                read_small(response, MAX_JSON_BYTES, &format!("model store {shown}")).await
+            }
+            Store::Bucket(bucket) => {
+                let read = async {
+                    let body = bucket.open(id, "manifest.json").await?;
+                    if body.size > MAX_JSON_BYTES {
+                        return Err(FetchError::Bad(format!(
+                            "{shown}: manifest.json is larger than {MAX_JSON_BYTES} bytes"
+                        )));
+                    }
+                    let chunks: Vec<Bytes> = body.stream.try_collect().await?;
+                    Ok(chunks.concat())
+                };
+                tokio::time::timeout(METADATA_TIMEOUT, read).await.map_err(|_| {
+                    FetchError::Unreachable(format!("model store {shown}: no manifest within {METADATA_TIMEOUT:?}"))
+                })?
+            }
         }
-        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-            return Err(FetchError::Unreachable(format!(
-                "model store {shown} answered {status}"
-            )));
-        }
-        if !status.is_success() {
-            return Err(FetchError::Bad(format!(
-                "model store {shown} answered {status} for the manifest"
-            )));
-        }
-        let body = read_small(response, MAX_JSON_BYTES, &format!("model store {shown}")).await?;
+    }
+
+    async fn fetch_from_store(&self, cache: &ModelCache, store: &Store, id: &ModelId) -> Result<PathBuf, FetchError> {
+        let shown = store.shown();
+        let body = self.manifest(store, id).await?;
         let manifest =
             Manifest::parse(&body).map_err(|why| FetchError::Bad(format!("{shown}: manifest.json: {why}")))?;
         let total: u64 = manifest.files.iter().map(|f| f.size).sum();
@@ -314,12 +372,22 @@ impl ModelSources {
         let started = Instant::now();
         let mut staging = cache.begin(id)?;
         for file in &manifest.files {
-            let url = base.join(&file.name).expect("a safe file name joins");
             let expected = FileRecord {
                 size: file.size,
                 sha256: file.sha256.to_ascii_lowercase(),
             };
-            self.download(&mut staging, id, &file.name, url, &shown, Some(&expected), file.size)
+            let body = match store {
+                Store::Http(base) => self.get(file_url(base, id, &file.name)?, &shown, &file.name).await?,
+                Store::Bucket(bucket) => {
+                    // The manifest lists it: a missing object is a broken store, not an absent model.
+                    let body = bucket.open(id, &file.name).await.map_err(|e| match e {
+                        FetchError::Absent => FetchError::Bad(format!("{shown}: {} is listed but missing", file.name)),
+                        e => e,
+                    })?;
+                    (Some(body.size), body.stream)
+                }
+            };
+            self.save(&mut staging, id, &file.name, &shown, Some(&expected), file.size, body)
                 .await?;
         }
         let dir = staging.commit(&shown)?;
@@ -329,21 +397,9 @@ impl ModelSources {
         Ok(dir)
     }
 
-    /// Streams `url` into `<name>.part`, refusing more than `max` bytes; checks the result
-    /// against `expected` when given. A failed file is deleted with the whole staging area.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn download(
-        &self,
-        staging: &mut Staging,
-        id: &ModelId,
-        name: &str,
-        url: Url,
-        source: &str,
-        expected: Option<&FileRecord>,
-        max: u64,
-    ) -> Result<FileRecord, FetchError> {
-        let started = Instant::now();
-        let mut response = self
+    /// GETs `url`: its declared length and body, or why not.
+    async fn get(&self, url: Url, source: &str, name: &str) -> Result<Body, FetchError> {
+        let response = self
             .client
             .get(url)
             .send()
@@ -358,7 +414,42 @@ impl ModelSources {
                 FetchError::Bad(why)
             });
         }
+        let what = format!("{source}: {name}");
         let declared = response.content_length();
+        let stream = response.bytes_stream().map_err(move |e| net_error(&what, e)).boxed();
+        Ok((declared, stream))
+    }
+
+    /// Downloads `url` into the staging area (see `save`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn download(
+        &self,
+        staging: &mut Staging,
+        id: &ModelId,
+        name: &str,
+        url: Url,
+        source: &str,
+        expected: Option<&FileRecord>,
+        max: u64,
+    ) -> Result<FileRecord, FetchError> {
+        let body = self.get(url, source, name).await?;
+        self.save(staging, id, name, source, expected, max, body).await
+    }
+
+    /// Streams a body into `<name>.part`, refusing more than `max` bytes; checks the result
+    /// against `expected` when given. A failed file is deleted with the whole staging area.
+    #[allow(clippy::too_many_arguments)]
+    async fn save(
+        &self,
+        staging: &mut Staging,
+        id: &ModelId,
+        name: &str,
+        source: &str,
+        expected: Option<&FileRecord>,
+        max: u64,
+        (declared, mut stream): Body,
+    ) -> Result<FileRecord, FetchError> {
+        let started = Instant::now();
         if let Some(len) = declared.filter(|len| *len > max) {
             return Err(FetchError::Bad(format!(
                 "{name} is {len} bytes, more than the {max} expected; deleted"
@@ -367,19 +458,17 @@ impl ModelSources {
         let total = expected.map(|e| e.size).or(declared);
         let mut part = staging.create(name).await?;
         let mut last_report = Instant::now();
+        let mut log = ProgressLog::new(id, name, total);
         self.report(id, name, 0, total, started.elapsed(), false);
-        loop {
-            let chunk = response
-                .chunk()
-                .await
-                .map_err(|e| net_error(&format!("{source}: {name}"), e))?;
-            let Some(chunk) = chunk else { break };
+        while let Some(chunk) = next_chunk(&mut stream, source, name).await? {
             if part.size() + chunk.len() as u64 > max {
                 return Err(FetchError::Bad(format!(
                     "{name} is larger than the {max} bytes expected; deleted"
                 )));
             }
             part.write(&chunk).await?;
+            metrics::record_download_bytes(kind_of(source), chunk.len() as u64);
+            log.update(part.size(), started.elapsed());
             if last_report.elapsed() >= Duration::from_millis(200) {
                 last_report = Instant::now();
                 self.report(id, name, part.size(), total, started.elapsed(), false);
@@ -422,6 +511,99 @@ impl ModelSources {
 
     pub(crate) fn client(&self) -> &reqwest::Client {
         &self.client
+    }
+}
+
+/// How files from Roboflow are labelled (messages, `.verified`, metrics).
+pub const ROBOFLOW: &str = "Roboflow";
+
+/// The metrics label of a source: its URL scheme, or `roboflow`.
+fn kind_of(source: &str) -> &str {
+    match source.split_once("://") {
+        Some((scheme, _)) => scheme,
+        None if source == ROBOFLOW => "roboflow",
+        None => "other",
+    }
+}
+
+/// Counts a download attempt (a source that lacks the model is not one).
+fn record_outcome(source: &str, result: &Result<PathBuf, FetchError>, started: Instant) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(FetchError::Absent) => return,
+        Err(FetchError::Unreachable(_)) => "unreachable",
+        Err(FetchError::Upstream { .. }) => "refused",
+        Err(FetchError::Bad(_)) => "bad",
+        Err(FetchError::Local(_)) => "error",
+    };
+    metrics::record_download(kind_of(source), outcome, started.elapsed());
+}
+
+/// `<store>/<project>/<version>/<name>`.
+fn file_url(base: &Url, id: &ModelId, name: &str) -> Result<Url, FetchError> {
+    base.join(&format!("{}/{}/{name}", id.project, id.version))
+        .map_err(|e| FetchError::Local(format!("store URL: {e}")))
+}
+
+/// The next chunk of a download; a source that sends nothing for `READ_TIMEOUT` is unreachable.
+async fn next_chunk(
+    stream: &mut (impl Stream<Item = Result<Bytes, FetchError>> + Unpin),
+    source: &str,
+    name: &str,
+) -> Result<Option<Bytes>, FetchError> {
+    match tokio::time::timeout(READ_TIMEOUT, stream.next()).await {
+        Ok(chunk) => chunk.transpose(),
+        Err(_) => Err(FetchError::Unreachable(format!(
+            "{source}: {name}: nothing received for {READ_TIMEOUT:?}"
+        ))),
+    }
+}
+
+/// Server-log progress of a download: a line at every quarter (or every few seconds when the
+/// size is unknown).
+struct ProgressLog<'a> {
+    id: &'a ModelId,
+    name: &'a str,
+    total: Option<u64>,
+    next_quarter: u64,
+    last: Instant,
+}
+
+impl<'a> ProgressLog<'a> {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    fn new(id: &'a ModelId, name: &'a str, total: Option<u64>) -> Self {
+        Self {
+            id,
+            name,
+            total,
+            next_quarter: 1,
+            last: Instant::now(),
+        }
+    }
+
+    fn update(&mut self, done: u64, elapsed: Duration) {
+        let due = match self.total.filter(|t| *t > 0) {
+            Some(total) if self.next_quarter < 4 && done * 4 >= total * self.next_quarter => {
+                self.next_quarter = (done * 4 / total + 1).min(4);
+                true
+            }
+            _ => self.last.elapsed() >= Self::EVERY,
+        };
+        if !due {
+            return;
+        }
+        self.last = Instant::now();
+        let rate = done as f64 / elapsed.as_secs_f64().max(1e-3);
+        let percent = self
+            .total
+            .map(|t| format!("{:.0}%", done as f64 * 100.0 / t.max(1) as f64));
+        let eta_s = self
+            .total
+            .map(|t| (t.saturating_sub(done) as f64 / rate.max(1.0)).round() as u64);
+        tracing::info!(model = %self.id, file = self.name, bytes = done, total = ?self.total,
+            percent = percent.as_deref().unwrap_or("?"), mib_per_s = format!("{:.1}", rate / (1 << 20) as f64),
+            eta_s = ?eta_s, "model download progress");
     }
 }
 

@@ -1,9 +1,11 @@
-//! The loaded set: models are read from the models directory on first use (or `/model/add`)
-//! and stay loaded until removed. Concurrent first requests for one model load it once.
+//! The loaded set: models are read from the models directory (else the cache, else a model
+//! source) on first use (or `/model/add`) and stay loaded until removed or unloaded by the
+//! budgets (see `budget`). Concurrent first requests for one model load it once; loading one
+//! model never holds up requests for the others (each has its own single-flight slot).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -44,6 +46,8 @@ pub enum ModelError {
 struct SlotInner {
     cell: OnceCell<Arc<LoadedModel>>,
     failure: Mutex<Option<Failure>>,
+    /// Last request, in ms since the store's epoch: the loaded-model LRU order.
+    last_used: AtomicU64,
 }
 
 struct Failure {
@@ -60,6 +64,16 @@ pub struct ModelStore {
     slots: Mutex<HashMap<ModelId, Slot>>,
     /// The cache and remote sources behind the models directory.
     sources: ModelSources,
+    limits: Limits,
+    epoch: Instant,
+}
+
+/// Budgets and pinned models (see `budget`).
+#[derive(Default)]
+pub struct Limits {
+    pub max_loaded: Option<usize>,
+    pub cache_max_bytes: Option<u64>,
+    pub pinned: HashSet<ModelId>,
 }
 
 impl ModelStore {
@@ -69,7 +83,23 @@ impl ModelStore {
             options,
             slots: Mutex::new(HashMap::new()),
             sources: ModelSources::none(),
+            limits: Limits::default(),
+            epoch: Instant::now(),
         }
+    }
+
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Bytes of downloaded models in the cache (0 without a cache).
+    pub fn cache_bytes(&self) -> u64 {
+        self.sources.cache().map_or(0, |c| c.total_bytes())
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
     }
 
     /// Adds the cache and remote sources, tried after the models directory.
@@ -92,6 +122,7 @@ impl ModelStore {
         api_key: Option<&str>,
     ) -> Result<(Arc<LoadedModel>, bool), ModelError> {
         let slot = self.slots.lock().entry(id.clone()).or_default().clone();
+        slot.last_used.store(self.now_ms(), Ordering::Relaxed);
         if let Some(model) = slot.cell.get() {
             return Ok((model.clone(), false));
         }
@@ -129,7 +160,69 @@ impl ModelStore {
                 slots.remove(id);
             }
         }
-        result.map(|m| (m, loaded_here.load(Ordering::Relaxed)))
+        let loaded_here = loaded_here.load(Ordering::Relaxed);
+        if result.is_ok() && loaded_here {
+            self.enforce_budgets(id).await;
+        }
+        result.map(|m| (m, loaded_here))
+    }
+
+    /// After `just` was loaded: unloads the least recently requested models beyond
+    /// `--max-loaded-models`, then deletes the least recently used cached files beyond
+    /// `--cache-max-bytes` (never pinned models, nor models loaded or loading here).
+    async fn enforce_budgets(&self, just: &ModelId) {
+        if let Some(max) = self.limits.max_loaded {
+            let unloaded: Vec<ModelId> = {
+                let mut slots = self.slots.lock();
+                let mut loaded: Vec<(u64, ModelId)> = slots
+                    .iter()
+                    .filter(|(_, s)| s.cell.get().is_some())
+                    .map(|(id, s)| (s.last_used.load(Ordering::Relaxed), id.clone()))
+                    .collect();
+                let excess = loaded.len().saturating_sub(max);
+                loaded.sort();
+                let victims: Vec<ModelId> = loaded
+                    .into_iter()
+                    .map(|(_, id)| id)
+                    .filter(|id| id != just && !self.limits.pinned.contains(id))
+                    .take(excess)
+                    .collect();
+                for id in &victims {
+                    slots.remove(id);
+                }
+                victims
+            };
+            for id in &unloaded {
+                tracing::info!(model = %id, max_loaded = max, "model unloaded (least recently used)");
+                metrics::counter!(crate::server::metrics::UNLOADS_TOTAL).increment(1);
+                if let Some(cache) = self.sources.cache() {
+                    cache.touch(id);
+                }
+            }
+        }
+        self.fit_cache(Some(just)).await;
+    }
+
+    /// Deletes least recently used cached models beyond `--cache-max-bytes`, keeping pinned
+    /// models, models loaded or loading here, and `just`. Also run once at start-up.
+    pub async fn fit_cache(&self, just: Option<&ModelId>) {
+        let (Some(max), Some(cache)) = (self.limits.cache_max_bytes, self.sources.cache()) else {
+            return;
+        };
+        let mut keep: HashSet<ModelId> = self.slots.lock().keys().cloned().collect();
+        keep.extend(self.limits.pinned.iter().cloned());
+        keep.extend(just.cloned());
+        let cache = cache.clone();
+        match tokio::task::spawn_blocking(move || cache.evict(max, &keep)).await {
+            Ok(Ok(evicted)) => {
+                for (id, bytes) in evicted {
+                    tracing::info!(model = %id, bytes, max_bytes = max, "cached model files evicted (least recently used)");
+                    metrics::counter!(crate::server::metrics::EVICTIONS_TOTAL).increment(1);
+                }
+            }
+            Ok(Err(e)) => tracing::warn!("cache eviction failed: {e}"),
+            Err(e) => tracing::warn!("cache eviction crashed: {e}"),
+        }
     }
 
     async fn load(&self, id: &ModelId, api_key: Option<&str>) -> Result<Arc<LoadedModel>, ModelError> {
@@ -173,13 +266,40 @@ impl ModelStore {
         Ok(Arc::new(loaded))
     }
 
-    /// Unloads one model; its files stay on disk. Returns whether it was loaded.
-    pub fn remove(&self, id: &ModelId) -> bool {
-        self.slots.lock().remove(id).is_some_and(|s| s.cell.get().is_some())
+    /// Unloads one model; with `purge`, deletes its downloaded files too (the cache only,
+    /// never the models directory). Returns whether it was loaded.
+    pub async fn remove(&self, id: &ModelId, purge: bool) -> std::io::Result<bool> {
+        let was_loaded = self.slots.lock().remove(id).is_some_and(|s| s.cell.get().is_some());
+        if purge {
+            self.purge(id).await?;
+        } else if let Some(cache) = self.sources.cache() {
+            cache.touch(id);
+        }
+        Ok(was_loaded)
     }
 
-    pub fn clear(&self) {
-        self.slots.lock().clear();
+    /// Unloads every model; with `purge`, deletes the downloaded files of the models that were loaded.
+    pub async fn clear(&self, purge: bool) -> std::io::Result<()> {
+        let ids: Vec<ModelId> = self.slots.lock().drain().map(|(id, _)| id).collect();
+        for id in &ids {
+            if purge {
+                self.purge(id).await?;
+            } else if let Some(cache) = self.sources.cache() {
+                cache.touch(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes `id` from the download cache, waiting for a download in progress to end.
+    async fn purge(&self, id: &ModelId) -> std::io::Result<()> {
+        if let Some(cache) = self.sources.cache() {
+            let _lock = cache.lock(id).await?;
+            if cache.remove(id)? {
+                tracing::info!(model = %id, "cached model files deleted (purge)");
+            }
+        }
+        Ok(())
     }
 
     /// The models loaded now, by id.

@@ -4,13 +4,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
 use super::infer::parse_json;
@@ -28,6 +29,21 @@ pub struct ModelRequest {
     /// Roboflow API key: a model not on this server is downloaded from Roboflow with it.
     #[serde(default)]
     pub api_key: Option<String>,
+}
+
+/// `?purge=true` of `/model/remove` and `/model/clear`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PurgeQuery {
+    /// Also delete the model's downloaded files from the cache (never the models directory's).
+    #[serde(default)]
+    pub purge: bool,
+}
+
+fn purge_flag(query: Result<Query<PurgeQuery>, QueryRejection>) -> Result<bool, ApiError> {
+    query
+        .map(|Query(q)| q.purge)
+        .map_err(|e| ApiError::BadRequest(format!("Invalid query parameters: {}", e.body_text())))
 }
 
 /// `GET /info`.
@@ -122,7 +138,9 @@ pub async fn add(
     path = "/model/remove",
     tag = "models",
     summary = "Unload a model",
-    description = "Unloads only: the files stay, and the model can be loaded again.",
+    description = "Unloads: the files stay, and the model can be loaded again (even offline), unless \
+`purge=true`, which also deletes its downloaded files from the cache (a models-directory model's files are never deleted).",
+    params(PurgeQuery),
     request_body = ModelRequest,
     responses(
         (status = 200, description = "The loaded models.", body = ModelsDescriptions),
@@ -131,15 +149,20 @@ pub async fn add(
 )]
 pub async fn remove(
     State(state): State<Arc<AppState>>,
+    query: Result<Query<PurgeQuery>, QueryRejection>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<ModelsDescriptions>, ApiError> {
+    let purge = purge_flag(query)?;
     let request: ModelRequest = parse_json(&body?)?;
     let id = ModelId::parse(&request.model_id)?;
     if !visible(&id) {
         return Err(ApiError::NotFound(format!("Model {id} not found")));
     }
-    // Unloads only: the files stay, so the model can be served again (even offline).
-    state.models.remove(&id);
+    state
+        .models
+        .remove(&id, purge)
+        .await
+        .map_err(|e| ApiError::Internal(format!("cannot delete the cached files of {id}: {e}")))?;
     Ok(Json(describe(&state)))
 }
 
@@ -148,19 +171,31 @@ pub async fn remove(
     path = "/model/clear",
     tag = "models",
     summary = "Unload every model",
-    responses((status = 200, description = "The loaded models (none).", body = ModelsDescriptions)),
+    description = "Unloads every model; with `purge=true`, also deletes their downloaded files from the cache.",
+    params(PurgeQuery),
+    responses(
+        (status = 200, description = "The loaded models (none).", body = ModelsDescriptions),
+        (status = 400, description = "Invalid query parameters.", body = super::error::ErrorBody),
+    ),
 )]
-pub async fn clear(State(state): State<Arc<AppState>>) -> Json<ModelsDescriptions> {
-    match tenants::current() {
+pub async fn clear(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<PurgeQuery>, QueryRejection>,
+) -> Result<Json<ModelsDescriptions>, ApiError> {
+    let purge = purge_flag(query)?;
+    let cleared = match tenants::current() {
         // A tenant clears its own models; an admin, everyone's.
         Some(t) if !t.admin => {
+            let mut result = Ok(());
             for id in state.models.loaded().into_keys().filter(|id| t.may_use_model(id)) {
-                state.models.remove(&id);
+                result = result.and(state.models.remove(&id, purge).await.map(|_| ()));
             }
+            result
         }
-        _ => state.models.clear(),
-    }
-    Json(describe(&state))
+        _ => state.models.clear(purge).await,
+    };
+    cleared.map_err(|e| ApiError::Internal(format!("cannot delete cached model files: {e}")))?;
+    Ok(Json(describe(&state)))
 }
 
 #[utoipa::path(

@@ -27,6 +27,12 @@ pub const MODEL_SECONDS: &str = "inference_model_seconds";
 pub const MODELS_LOADED: &str = "inference_models_loaded";
 pub const PLUGIN_TRAPS: &str = "inference_plugin_traps_total";
 pub const PLUGIN_ERRORS: &str = "inference_plugin_errors_total";
+pub const CACHE_BYTES: &str = "inference_model_cache_bytes";
+pub const DOWNLOADS_TOTAL: &str = "inference_model_downloads_total";
+pub const DOWNLOAD_BYTES: &str = "inference_model_download_bytes_total";
+pub const DOWNLOAD_SECONDS: &str = "inference_model_download_seconds";
+pub const EVICTIONS_TOTAL: &str = "inference_model_cache_evictions_total";
+pub const UNLOADS_TOTAL: &str = "inference_model_unloads_total";
 
 /// Latency buckets (seconds) of every `*_seconds` histogram: 0.5 ms to 30 s.
 const BUCKETS: &[f64] = &[
@@ -102,6 +108,26 @@ fn describe() {
         PLUGIN_TRAPS,
         "Plugin calls that trapped (kind=trap) or ran past their time limit (kind=timeout)"
     );
+    describe_gauge!(CACHE_BYTES, Unit::Bytes, "Size of the downloaded models in the cache");
+    describe_counter!(
+        DOWNLOADS_TOTAL,
+        "Model downloads, by source kind (http, s3, gs, az, roboflow) and outcome (ok, unreachable, refused, bad, error)"
+    );
+    describe_counter!(
+        DOWNLOAD_BYTES,
+        Unit::Bytes,
+        "Model bytes downloaded (verified or not), by source kind"
+    );
+    describe_histogram!(
+        DOWNLOAD_SECONDS,
+        Unit::Seconds,
+        "Time of a model download (all files, verified), by source kind and outcome"
+    );
+    describe_counter!(
+        EVICTIONS_TOTAL,
+        "Cached models whose files were deleted to fit --cache-max-bytes"
+    );
+    describe_counter!(UNLOADS_TOTAL, "Models unloaded to fit --max-loaded-models");
     describe_counter!(
         PLUGIN_ERRORS,
         "Plugin calls that returned an error, by plugin and error kind"
@@ -176,6 +202,18 @@ pub fn record_plugin(model: &str, plugin: &str, took: Duration) {
         .record(took.as_secs_f64());
 }
 
+/// One model download attempt from a source of `kind` (`http`, `s3`, `roboflow`...).
+pub fn record_download(kind: &str, outcome: &'static str, took: Duration) {
+    let labels = [("source", kind.to_string()), ("outcome", outcome.to_string())];
+    metrics::counter!(DOWNLOADS_TOTAL, &labels).increment(1);
+    metrics::histogram!(DOWNLOAD_SECONDS, &labels).record(took.as_secs_f64());
+}
+
+/// Bytes received from a model source of `kind`.
+pub fn record_download_bytes(kind: &str, bytes: u64) {
+    metrics::counter!(DOWNLOAD_BYTES, "source" => kind.to_string()).increment(bytes);
+}
+
 /// One ONNX Runtime run of `model` (recorded by the wasi-nn graph).
 pub fn record_model_run(model: &str, took: Duration) {
     metrics::histogram!(MODEL_SECONDS, "model" => model.to_string()).record(took.as_secs_f64());
@@ -209,7 +247,8 @@ pub fn record_plugin_failure(error: &CallError) {
     tag = "service",
     summary = "Prometheus metrics",
     description = "Requests by route and status, latency by stage (decode, queue, plugin, model), \
-models loaded, plugin traps, requests in flight; Prometheus text format.",
+models loaded, plugin traps, requests in flight, model downloads (count, bytes, seconds), cache size, \
+evictions and unloads; Prometheus text format.",
     responses(
         (status = 200, description = "The metrics.", body = String, content_type = "text/plain"),
         (status = 503, description = "Metrics are disabled (another recorder was installed).", body = String, content_type = "text/plain"),
@@ -220,6 +259,7 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, "metrics are disabled\n").into_response();
     };
     metrics::gauge!(MODELS_LOADED).set(state.models.loaded().len() as f64);
+    metrics::gauge!(CACHE_BYTES).set(state.models.cache_bytes() as f64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         handle.render(),

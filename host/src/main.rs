@@ -3,6 +3,7 @@
 
 mod bench;
 mod cli;
+mod client;
 mod daemon;
 mod input;
 mod models;
@@ -72,6 +73,10 @@ fn main() -> ExitCode {
         },
         Command::Benchmark { action } => bench::run(action),
         Command::Models { action } => models::cmd::run(action),
+        Command::Infer(args) => match client::run(args) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

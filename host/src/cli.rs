@@ -1,4 +1,4 @@
-//! Command-line interface: `inference server start|stop|status`.
+//! Command-line interface: `inference server start|stop|status`, `benchmark`, `models`, `infer`.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -42,6 +42,9 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::tenants::cmd::TenantsAction,
     },
+    /// Run a model on an image, a folder of images or an image URL through a running server:
+    /// JSON on stdout, annotated pictures with --out.
+    Infer(crate::client::InferArgs),
 }
 
 // Parsed once per process, like `Command`.

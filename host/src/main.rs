@@ -3,6 +3,7 @@
 
 mod bench;
 mod cli;
+mod client;
 mod daemon;
 mod input;
 mod models;
@@ -12,6 +13,7 @@ mod plugins;
 mod serve;
 mod server;
 mod tenants;
+mod visualize;
 
 use std::process::ExitCode;
 
@@ -73,6 +75,10 @@ fn main() -> ExitCode {
         Command::Benchmark { action } => bench::run(action),
         Command::Models { action } => models::cmd::run(action),
         Command::Tenants { action } => tenants::cmd::run(action),
+        Command::Infer(args) => match client::run(args) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

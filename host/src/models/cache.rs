@@ -67,6 +67,7 @@ pub struct CachedModel {
     pub source: String,
 }
 
+#[derive(Clone)]
 pub struct ModelCache {
     root: PathBuf,
 }

@@ -1,6 +1,7 @@
 //! Where models come from and which are loaded.
 
 pub mod cache;
+pub mod catalog;
 pub mod cmd;
 pub mod description;
 pub mod id;

@@ -2,7 +2,7 @@
 //! and stay loaded until removed. Concurrent first requests for one model load it once.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,6 +10,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use tokio::sync::OnceCell;
 
+use super::cache::ModelCache;
 use super::description::ModelDescription;
 use super::id::ModelId;
 use super::sources::ModelSources;
@@ -76,6 +77,16 @@ impl ModelStore {
     pub fn with_sources(mut self, sources: ModelSources) -> Self {
         self.sources = sources;
         self
+    }
+
+    /// The models directory.
+    pub fn models_dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// The download cache, when there is one.
+    pub fn cache(&self) -> Option<&ModelCache> {
+        self.sources.cache()
     }
 
     /// `--offline`: no network call of any kind.

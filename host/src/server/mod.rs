@@ -1,5 +1,6 @@
 //! The HTTP front: shared state, routes, and serving.
 
+pub mod available;
 pub mod docs;
 pub mod error;
 pub mod infer;
@@ -50,6 +51,7 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/infer/{route}", post(infer::custom))
         .route("/plugins", get(manage::plugins))
         .route("/model/registry", get(manage::registry))
+        .route("/models", get(available::models))
         .route("/model/add", post(manage::add))
         .route("/model/remove", post(manage::remove))
         .route("/model/clear", post(manage::clear))

@@ -8,6 +8,7 @@ pub mod legacy;
 pub mod manage;
 pub mod metrics;
 mod observe;
+mod page;
 pub mod responses;
 
 use std::sync::atomic::AtomicBool;
@@ -65,6 +66,8 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/metrics", get(metrics::render))
         // `/openapi.json`, `/docs`, `/redoc`.
         .merge(docs::routes())
+        // `/`: the page to try a model.
+        .merge(page::routes())
         .fallback(manage::not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(CorsLayer::permissive())

@@ -191,7 +191,7 @@ function showError(text) {
   error.hidden = !text;
 }
 
-/** A short summary of the predictions, for the caption. */
+/** A short summary of the predictions. */
 function summarize(result) {
   if (typeof result.top === "string") {
     return result.top ? `Top class: ${result.top} (${(result.confidence * 100).toFixed(1)}%)` : "No class above the confidence";
@@ -217,7 +217,7 @@ function showResult(result, roundTripMs, requestId) {
     image.removeAttribute("src");
     figure.hidden = true;
   }
-  $("result-caption").textContent = summarize(result);
+  $("result-summary").textContent = summarize(result);
   // The picture is shown above; its base64 would bury the predictions.
   const shown = { ...result };
   if (typeof shown.visualization === "string") {
@@ -260,6 +260,7 @@ async function run(event) {
       image,
       confidence: Number($("confidence").value),
       visualize_predictions: true,
+      visualization_labels: $("labels").checked,
       ...(apiKey ? { api_key: apiKey } : {}),
     };
     showStatus(`Running ${modelId}…`);

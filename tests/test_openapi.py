@@ -39,16 +39,8 @@ def _schemathesis_node_id(request):
     if not hasattr(request.node, "_nodeid"):
         request.node._nodeid = request.node.nodeid
 
-@schemathesis.check
-def no_server_error(ctx, response, case):
-    """`not_a_server_error`, except the legacy route's documented 501 for `format=image`."""
-    if response.status_code == 501 and (case.query or {}).get("format") == "image":
-        return True
-    return schemathesis.checks.not_a_server_error(ctx, response, case)
-
-
 CHECKS = [
-    no_server_error,
+    schemathesis.checks.not_a_server_error,
     schemathesis.checks.status_code_conformance,
     schemathesis.checks.content_type_conformance,
     schemathesis.checks.response_headers_conformance,
@@ -115,6 +107,10 @@ def multi_label_model(models_dir):
     ("/infer/keypoints_detection", "shapes-pose/1", {}),
     ("/infer/classification", "shapes-cls/1", {"confidence": 0.1}),
     ("/infer/classification", "shapes-cls/1", {"confidence": 0.9999}),  # no class passes: empty predictions
+    ("/infer/object_detection", "shapes-detect/1", {"visualize_predictions": True, "visualization_labels": True}),
+    ("/infer/instance_segmentation", "shapes-seg/1", {"visualize_predictions": True}),
+    ("/infer/keypoints_detection", "shapes-pose/1", {"visualize_predictions": True}),
+    ("/infer/classification", "shapes-cls/1", {"confidence": 0.1, "visualize_predictions": True}),
 ])
 def test_task_responses_match_schema(server, api_schema, route, model_id, params):
     image = img_b64(IMG.read_bytes())
@@ -142,6 +138,11 @@ def test_legacy_responses_match_schema(server, api_schema, image_server, model_i
     r = requests.get(f"{server}/{model_id}", params={"image": f"{image_server}/dev/{IMG.name}"},
                      timeout=HTTP_TIMEOUT)
     _validate(api_schema, "GET", path, r)
+    for fmt, content_type in (("image", "image/jpeg"), ("image_and_json", "application/json")):
+        r = requests.post(f"{server}/{model_id}", params={"format": fmt},
+                          files={"file": ("a.jpg", IMG.read_bytes())}, timeout=HTTP_TIMEOUT)
+        _validate(api_schema, "POST", path, r)
+        assert r.headers["content-type"] == content_type
 
 
 def test_management_responses_match_schema(server, api_schema):

@@ -11,6 +11,7 @@ mod pipeline;
 mod plugins;
 mod serve;
 mod server;
+mod visualize;
 
 use std::process::ExitCode;
 

@@ -14,9 +14,10 @@ use crate::server::error::ApiError;
 use crate::server::responses::{
     ClassPrediction, ClassificationResponse, CustomResponse, DetectionsResponse, ImageSize, InferenceResponse,
     KeypointPrediction, MultiLabelClassificationResponse, MultiLabelScore, ObjectDetectionPrediction, Point,
-    Prediction, Rle,
+    Prediction, Rle, Visualization,
 };
 use crate::server::{metrics, AppState};
+use crate::visualize::{self, Style};
 
 /// Resolves a model id to a loaded model, loading it on first use: from the models directory,
 /// else the cache, else downloaded (from Roboflow with the request's api key: `api_key` when
@@ -55,6 +56,7 @@ pub async fn run(
     sources: Vec<ImageSource>,
     params: TaskParams,
     inference_id: String,
+    visualize: Option<Style>,
 ) -> Result<Vec<InferenceResponse>, ApiError> {
     let task = model.description.task;
     let plugin = state
@@ -65,18 +67,25 @@ pub async fn run(
         TaskParams::Classification(p) => p.confidence,
         _ => 0.0,
     };
-    let (outcome, sizes, time) = call(state, plugin, model.clone(), sources, params).await?;
+    let Called {
+        outcome,
+        sizes,
+        time,
+        images,
+        slot,
+    } = call(state, plugin, model.clone(), sources, params, visualize.is_some()).await?;
 
     let multi_label = model.description.multi_label;
     let respond = |image: ImageSize, predictions: Vec<Prediction>| {
         InferenceResponse::Detections(DetectionsResponse {
+            visualization: None,
             inference_id: inference_id.clone(),
             time,
             image,
             predictions,
         })
     };
-    Ok(match outcome.value {
+    let mut responses: Vec<InferenceResponse> = match outcome.value {
         TaskOutput::Detection(per_image) => per_image
             .into_iter()
             .zip(sizes)
@@ -102,18 +111,59 @@ pub async fn run(
                 "a {task:?} plugin answered like a custom task"
             )))
         }
-    })
+    };
+    if let (Some(style), Some(images)) = (visualize, images) {
+        responses = draw(responses, images, style, &model).await?;
+    }
+    // The slot bounded the decoded pixels, held until the drawing is done.
+    drop(slot);
+    Ok(responses)
 }
 
-/// Decodes the images and runs one plugin call on them; returns its outcome, the images'
-/// sizes and the seconds the call took.
-async fn call(
-    state: &Arc<AppState>,
+/// Draws each response's predictions onto its image (on a blocking thread: drawing and
+/// JPEG encoding are CPU work) and attaches the picture as `visualization`.
+async fn draw(
+    mut responses: Vec<InferenceResponse>,
+    images: Vec<RgbImage>,
+    style: Style,
+    model: &LoadedModel,
+) -> Result<Vec<InferenceResponse>, ApiError> {
+    let edges = model.description.keypoint_edges.clone();
+    tokio::task::spawn_blocking(move || {
+        for (response, image) in responses.iter_mut().zip(images) {
+            let jpeg = visualize::annotate(image, response, style, &edges)
+                .map_err(|e| ApiError::Internal(format!("cannot draw the predictions: {e:#}")))?;
+            *response.visualization_mut() = Some(Visualization(jpeg));
+        }
+        Ok(responses)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("drawing thread failed: {e}")))?
+}
+
+/// A plugin call's outcome and what came with it.
+struct Called<'a> {
+    outcome: CallOutcome<TaskOutput>,
+    /// The images' sizes, in order.
+    sizes: Vec<ImageSize>,
+    /// Seconds the call took.
+    time: f64,
+    /// The decoded images, when the caller asked to keep them.
+    images: Option<Vec<RgbImage>>,
+    /// The call slot, held as long as the images are.
+    slot: tokio::sync::SemaphorePermit<'a>,
+}
+
+/// Decodes the images and runs one plugin call on them; the decoded images are kept only
+/// with `keep_images` (for drawing), else freed as soon as the plugin is done with them.
+async fn call<'a>(
+    state: &'a Arc<AppState>,
     plugin: Arc<LoadedPlugin>,
     model: Arc<LoadedModel>,
     sources: Vec<ImageSource>,
     params: TaskParams,
-) -> Result<(CallOutcome<TaskOutput>, Vec<ImageSize>, f64), ApiError> {
+    keep_images: bool,
+) -> Result<Called<'a>, ApiError> {
     if sources.is_empty() {
         return Err(ApiError::BadRequest("no image in request".into()));
     }
@@ -131,7 +181,7 @@ async fn call(
     }
     // Take the call slot before decoding, so at most that many requests hold decoded pixels.
     let queued = Instant::now();
-    let _slot = state
+    let slot = state
         .call_slots
         .acquire()
         .await
@@ -156,19 +206,27 @@ async fn call(
     let task_state = state.clone();
     let call_model = model.clone();
     let plugin_name = plugin.manifest.name.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        plugin
+    let (outcome, images) = tokio::task::spawn_blocking(move || {
+        let mut images = images;
+        let outcome = plugin
             .plugin
-            .call(&task_state.runtime, &plugin.limits, &call_model, images, params)
+            .call(&task_state.runtime, &plugin.limits, &call_model, &mut images, params);
+        (outcome, keep_images.then_some(images))
     })
     .await
-    .map_err(|e| ApiError::Internal(format!("plugin thread failed: {e}")))?
-    .inspect_err(metrics::record_plugin_failure)?;
+    .map_err(|e| ApiError::Internal(format!("plugin thread failed: {e}")))?;
+    let outcome = outcome.inspect_err(metrics::record_plugin_failure)?;
     metrics::record_plugin(&model.description.id, &plugin_name, started.elapsed());
     let time = started.elapsed().as_secs_f64();
     tracing::debug!(model = %model.description.id, images = sizes.len(), plugin_ms = outcome.elapsed.as_secs_f64() * 1e3,
         model_runs = outcome.model_runs, "plugin call done");
-    Ok((outcome, sizes, time))
+    Ok(Called {
+        outcome,
+        sizes,
+        time,
+        images,
+        slot,
+    })
 }
 
 /// Runs a custom-task plugin (found by its route) on the images with the request's own
@@ -187,7 +245,12 @@ pub async fn run_custom(
         .filter(|p| p.manifest.world.task().is_none())
         .ok_or_else(|| ApiError::NotFound(format!("no plugin serves /infer/{route}")))?;
     let name = plugin.manifest.name.clone();
-    let (outcome, images, time) = call(state, plugin, model, sources, TaskParams::Custom(params_json)).await?;
+    let Called {
+        outcome,
+        sizes: images,
+        time,
+        ..
+    } = call(state, plugin, model, sources, TaskParams::Custom(params_json), false).await?;
     let TaskOutput::Custom(result) = outcome.value else {
         return Err(ApiError::Internal(format!("plugin {name} answered for another world")));
     };
@@ -292,6 +355,7 @@ fn classification(
             })
             .collect();
         return InferenceResponse::MultiLabel(MultiLabelClassificationResponse {
+            visualization: None,
             inference_id: inference_id.to_string(),
             time,
             image,
@@ -314,6 +378,7 @@ fn classification(
         .map(|p| (p.class.clone(), p.confidence))
         .unwrap_or_default();
     InferenceResponse::Classification(ClassificationResponse {
+        visualization: None,
         inference_id: inference_id.to_string(),
         time,
         image,

@@ -90,6 +90,8 @@ pub struct ModelDescription {
     pub multi_label: bool,
     /// Keypoint names per class id.
     pub keypoint_names: Vec<Vec<String>>,
+    /// Skeleton edges (pairs of keypoint ids) per class id, when the model declares them.
+    pub keypoint_edges: Vec<Vec<(u32, u32)>>,
     pub metadata: Vec<(String, String)>,
 }
 
@@ -211,9 +213,12 @@ impl ModelDescription {
         } else {
             ScoreActivation::Softmax
         };
-        let keypoint_names = match read_keypoints_metadata(dir)? {
-            Some(names) => names,
-            None => meta("kpt_names").map(parse_kpt_names).transpose()?.unwrap_or_default(),
+        let (keypoint_names, keypoint_edges) = match read_keypoints_metadata(dir)? {
+            Some(per_class) => per_class,
+            None => (
+                meta("kpt_names").map(parse_kpt_names).transpose()?.unwrap_or_default(),
+                Vec::new(),
+            ),
         };
 
         Ok(Self {
@@ -232,6 +237,7 @@ impl ModelDescription {
             score_activation,
             multi_label,
             keypoint_names,
+            keypoint_edges,
             metadata: sig.metadata.clone(),
         })
     }
@@ -345,12 +351,24 @@ pub fn parse_python_names(text: &str) -> Result<Vec<String>> {
     class_map_to_list(pairs.iter().map(|(k, v)| (k.as_str(), v.clone())))
 }
 
-/// Roboflow's `keypoints_metadata.json`: `[{"object_class_id": 0, "keypoints": {"0": "nose", ...}}]`.
-fn read_keypoints_metadata(dir: &Path) -> Result<Option<Vec<Vec<String>>>> {
+/// Keypoint names and skeleton edges per class id.
+type KeypointsMetadata = (Vec<Vec<String>>, Vec<Vec<(u32, u32)>>);
+
+/// Roboflow's `keypoints_metadata.json`: `[{"object_class_id": 0, "keypoints": {"0": "nose", ...},
+/// "edges": [{"from": 0, "to": 1}, ...]}]`; `edges` is optional (pairs `[0, 1]` work too).
+fn read_keypoints_metadata(dir: &Path) -> Result<Option<KeypointsMetadata>> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Edge {
+        Named { from: u32, to: u32 },
+        Pair([u32; 2]),
+    }
     #[derive(Deserialize)]
     struct Entry {
         object_class_id: usize,
         keypoints: std::collections::BTreeMap<String, String>,
+        #[serde(default)]
+        edges: Vec<Edge>,
     }
     let bytes = match std::fs::read(dir.join("keypoints_metadata.json")) {
         Ok(bytes) => bytes,
@@ -359,19 +377,27 @@ fn read_keypoints_metadata(dir: &Path) -> Result<Option<Vec<Vec<String>>>> {
     };
     let entries: Vec<Entry> = serde_json::from_slice(&bytes).context("keypoints_metadata.json is not valid")?;
     let mut names: Vec<Vec<String>> = Vec::new();
+    let mut edges: Vec<Vec<(u32, u32)>> = Vec::new();
     for entry in entries {
-        if entry.object_class_id >= 100_000 {
-            bail!(
-                "keypoints_metadata.json: class id {} is not plausible",
-                entry.object_class_id
-            );
+        let class = entry.object_class_id;
+        if class >= 100_000 {
+            bail!("keypoints_metadata.json: class id {class} is not plausible");
         }
-        if names.len() <= entry.object_class_id {
-            names.resize(entry.object_class_id + 1, Vec::new());
+        if names.len() <= class {
+            names.resize(class + 1, Vec::new());
+            edges.resize(class + 1, Vec::new());
         }
-        names[entry.object_class_id] = class_map_to_list(entry.keypoints.iter().map(|(k, v)| (k.as_str(), v.clone())))?;
+        names[class] = class_map_to_list(entry.keypoints.iter().map(|(k, v)| (k.as_str(), v.clone())))?;
+        edges[class] = entry
+            .edges
+            .into_iter()
+            .map(|e| match e {
+                Edge::Named { from, to } => (from, to),
+                Edge::Pair([from, to]) => (from, to),
+            })
+            .collect();
     }
-    Ok(Some(names))
+    Ok(Some((names, edges)))
 }
 
 /// Parses Ultralytics' `kpt_names` metadata: `{0: ['apex', 'base_cw', 'base_ccw']}`.

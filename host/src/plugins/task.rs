@@ -82,24 +82,26 @@ impl TaskPlugin {
     }
 
     /// Runs the plugin on `images` with `model`. Blocking: call from a blocking thread.
+    /// The pixels are lent to the call and handed back in `images` when it returns.
     pub fn call(
         &self,
         runtime: &PluginRuntime,
         limits: &CallLimits,
         model: &LoadedModel,
-        images: Vec<RgbImage>,
+        images: &mut [RgbImage],
         params: TaskParams,
     ) -> Result<CallOutcome<TaskOutput>, CallError> {
         let started = Instant::now();
         let graph_name = model.description.id.clone();
         let mut call = runtime.store(limits, &graph_name, model.onnx.clone());
         let info = model_info(&model.description, &graph_name);
-        let images: Vec<wit::Image> = images
-            .into_iter()
+        let lent = images;
+        let images: Vec<wit::Image> = lent
+            .iter_mut()
             .map(|i| wit::Image {
                 width: i.width,
                 height: i.height,
-                rgb: i.rgb,
+                rgb: std::mem::take(&mut i.rgb),
             })
             .collect();
         let store = &mut call.store;
@@ -146,6 +148,11 @@ impl TaskPlugin {
                 self.name
             )),
         })();
+        // The guest got copies of the pixels: hand them back (for drawing the predictions).
+        let count = images.len();
+        for (image, wit_image) in lent.iter_mut().zip(images) {
+            image.rgb = wit_image.rgb;
+        }
         let result = result.map_err(|e| CallError::from_trap(&self.name, limits, e, &call))?;
         let model_runs = call.runs.load(std::sync::atomic::Ordering::Relaxed);
         match result {
@@ -173,14 +180,14 @@ impl TaskPlugin {
                     model_runs,
                 })
             }
-            Ok(value) if value.fits(images.len()) => Ok(CallOutcome {
+            Ok(value) if value.fits(count) => Ok(CallOutcome {
                 value,
                 elapsed: started.elapsed(),
                 model_runs,
             }),
             Ok(value) => Err(CallError::Trap {
                 plugin: self.name.clone(),
-                reason: format!("returned {} results for {} images", value.len(), images.len()),
+                reason: format!("returned {} results for {count} images", value.len()),
             }),
             Err(e) => Err(CallError::Plugin {
                 plugin: self.name.clone(),

@@ -118,14 +118,22 @@ pub enum LegacyImageType {
     Numpy,
 }
 
-/// The legacy route's answer: JSON (`image` is not implemented).
+/// The legacy route's answer: JSON, the annotated picture (JPEG), or JSON carrying the
+/// picture as base64 `visualization`.
 #[allow(dead_code)]
 #[derive(Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum LegacyFormat {
     Json,
     Image,
+    ImageAndJson,
 }
+
+/// A JPEG picture.
+#[allow(dead_code)]
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct Jpeg(Vec<u8>);
 
 /// How instance masks are computed.
 #[allow(dead_code)]
@@ -193,8 +201,8 @@ pub enum ClassificationReply {
 #[allow(dead_code)]
 #[derive(IntoResponses)]
 pub enum InferErrors {
-    /// A bad image (undecodable, too large, unfetchable URL), bad parameters, a malformed
-    /// model id, too many images, or a model of another task (the message names its route).
+    /// A bad image (undecodable, too large, unfetchable URL), bad parameters (e.g.
+    /// `visualization_stroke_width` out of range), a malformed model id, too many images, or a model of another task (the message names its route).
     #[response(status = 400)]
     BadRequest(ErrorBody),
     /// Roboflow refused the `api_key` while downloading the model.
@@ -231,7 +239,7 @@ pub enum InferErrors {
 #[allow(dead_code)]
 #[derive(IntoResponses)]
 pub enum LegacyErrors {
-    /// No image, a bad image, bad query parameters or a malformed model id.
+    /// No image, a bad image, bad query parameters (e.g. `stroke` out of range) or a malformed model id.
     #[response(status = 400)]
     BadRequest(ErrorBody),
     /// Roboflow refused the `api_key` while downloading the model.
@@ -252,9 +260,6 @@ pub enum LegacyErrors {
     /// The plugin trapped or failed, or the model cannot be loaded; the message says why.
     #[response(status = 500)]
     Internal(ErrorBody),
-    /// `format=image`.
-    #[response(status = 501)]
-    NotImplemented(ErrorBody),
     /// A model download was malformed or failed verification.
     #[response(status = 502)]
     BadGateway(ErrorBody),

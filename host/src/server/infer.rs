@@ -20,6 +20,7 @@ use crate::models::Task;
 use crate::pipeline;
 use crate::plugins::bindings::{classify, keypoints_api, segment, wit};
 use crate::plugins::TaskParams;
+use crate::visualize::Style;
 
 /// One image declaration: `{"type": "base64" | "url" | "numpy", "value": ...}`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -104,6 +105,18 @@ pub struct InferOptions {
     /// Keypoint detection: keypoints below it are left out (default 0).
     #[serde(default)]
     pub keypoint_confidence: Option<f32>,
+    /// Also answer `visualization`: the image with the predictions drawn on it, a base64
+    /// JPEG (default false).
+    #[serde(default)]
+    pub visualize_predictions: Option<bool>,
+    /// Visualization: write each detection's class and confidence (default false;
+    /// classification always shows its label).
+    #[serde(default)]
+    pub visualization_labels: Option<bool>,
+    /// Visualization: line width in pixels, 1 to 100 (default 1).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
+    pub visualization_stroke_width: Option<i64>,
 }
 
 pub const DEFAULT_CONFIDENCE: f32 = 0.4;
@@ -147,6 +160,17 @@ pub fn image_source(decl: ImageDeclaration) -> Result<ImageSource, InputError> {
 }
 
 impl InferOptions {
+    /// How to draw the predictions, when `visualize_predictions` asks for it.
+    pub fn visualization(&self) -> Result<Option<Style>, ApiError> {
+        if !self.visualize_predictions.unwrap_or(false) {
+            return Ok(None);
+        }
+        let labels = self.visualization_labels.unwrap_or(false);
+        Style::new(labels, self.visualization_stroke_width, "visualization_stroke_width")
+            .map(Some)
+            .map_err(ApiError::BadRequest)
+    }
+
     /// The plugin parameters for `task`, with Roboflow's defaults; bad values are 400s.
     pub fn task_params(&self, task: Task, confidence: f32) -> Result<TaskParams, ApiError> {
         if !confidence.is_finite() {
@@ -237,10 +261,11 @@ async fn infer(
         .transpose()?
         .unwrap_or(DEFAULT_CONFIDENCE);
     let params = request.options.task_params(route_task, confidence)?;
+    let visualize = request.options.visualization()?;
     let model = pipeline::model_with_key(&state, &model_id, request.api_key.as_deref()).await?;
     pipeline::check_task(&model, route_task)?;
     let inference_id = request.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let responses = pipeline::run(&state, model, sources, params, inference_id).await?;
+    let responses = pipeline::run(&state, model, sources, params, inference_id, visualize).await?;
     Ok(respond(responses, is_list))
 }
 

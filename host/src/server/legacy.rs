@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::header::CONTENT_TYPE;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -15,6 +15,7 @@ use super::infer::{respond, Confidence, InferOptions};
 use super::AppState;
 use crate::input::{decode_base64, ImageSource};
 use crate::pipeline;
+use crate::visualize::Style;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -39,10 +40,20 @@ pub struct LegacyQuery {
     #[serde(default)]
     #[param(value_type = Option<super::docs::LegacyImageType>)]
     pub image_type: Option<String>,
-    /// `json` (default); `image` (the picture with the predictions drawn) answers 501.
+    /// `json` (default); `image`: the picture with the predictions drawn on it (a JPEG body);
+    /// `image_and_json`: the JSON with that picture as base64 `visualization`.
     #[serde(default)]
     #[param(value_type = Option<super::docs::LegacyFormat>)]
     pub format: Option<String>,
+    /// Pictures: write each detection's class and confidence (default false; `true`/`false`,
+    /// any case, or `1`/`0`).
+    #[serde(default)]
+    #[param(value_type = Option<bool>)]
+    pub labels: Option<String>,
+    /// Pictures: line width in pixels, 1 to 100 (default 1).
+    #[serde(default)]
+    #[param(minimum = 1, maximum = 100)]
+    pub stroke: Option<i64>,
     /// Keypoint detection: keypoints below it are left out (default 0).
     #[serde(default)]
     pub keypoint_confidence: Option<f32>,
@@ -88,7 +99,11 @@ fn fraction(v: f32) -> f32 {
         ("api_key" = Option<String>, Query, description = "Roboflow API key: a model not on this server is downloaded from Roboflow with it"),
     ),
     responses(
-        (status = 200, description = "The model's task's response for the image.", body = super::responses::InferenceResponse),
+        (status = 200, description = "The model's task's response for the image; with `format=image`, the picture with the predictions drawn on it.",
+            content(
+                (super::responses::InferenceResponse = "application/json"),
+                (super::docs::Jpeg = "image/jpeg"),
+            )),
         super::docs::LegacyErrors,
     ),
 )]
@@ -123,7 +138,11 @@ pub async fn legacy_get(
         ),
     ),
     responses(
-        (status = 200, description = "The model's task's response for the image.", body = super::responses::InferenceResponse),
+        (status = 200, description = "The model's task's response for the image; with `format=image`, the picture with the predictions drawn on it.",
+            content(
+                (super::responses::InferenceResponse = "application/json"),
+                (super::docs::Jpeg = "image/jpeg"),
+            )),
         super::docs::LegacyErrors,
     ),
 )]
@@ -144,20 +163,14 @@ pub async fn legacy_infer(
 ) -> Result<Response, ApiError> {
     let Query(query) =
         query.map_err(|e| ApiError::BadRequest(format!("Invalid query parameters: {}", e.body_text())))?;
-    match query.format.as_deref() {
-        None | Some("json") => {}
-        // Roboflow's other format (the picture with the predictions drawn on it).
-        Some("image") => {
-            return Err(ApiError::NotImplemented(
-                "format=image is not supported yet (use format=json)".into(),
-            ))
+    let format = ReplyFormat::parse(query.format.as_deref())?;
+    let visualize = match format {
+        ReplyFormat::Json => None,
+        ReplyFormat::Image | ReplyFormat::ImageAndJson => {
+            let labels = query.labels.as_deref().map(parse_flag).transpose()?.unwrap_or(false);
+            Some(Style::new(labels, query.stroke, "stroke").map_err(ApiError::BadRequest)?)
         }
-        Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "format must be json (or image, not supported yet), got {other:?}"
-            )))
-        }
-    }
+    };
     let numpy = match query.image_type.as_deref() {
         None | Some("base64") => false,
         Some("numpy") => true,
@@ -189,8 +202,47 @@ pub async fn legacy_infer(
     let model = pipeline::model_with_key(&state, &format!("{dataset}/{version}"), query.api_key.as_deref()).await?;
     let params = options.task_params(model.description.task, confidence)?;
     let inference_id = uuid::Uuid::new_v4().to_string();
-    let responses = pipeline::run(&state, model, vec![source], params, inference_id).await?;
+    let mut responses = pipeline::run(&state, model, vec![source], params, inference_id, visualize).await?;
+    if format == ReplyFormat::Image {
+        let jpeg = responses
+            .first_mut()
+            .and_then(|r| r.visualization_mut().take())
+            .ok_or_else(|| ApiError::Internal("no picture was drawn".into()))?;
+        return Ok(([(CONTENT_TYPE, "image/jpeg")], jpeg.0).into_response());
+    }
     Ok(respond(responses, false))
+}
+
+/// What the legacy route answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReplyFormat {
+    Json,
+    Image,
+    ImageAndJson,
+}
+
+impl ReplyFormat {
+    fn parse(format: Option<&str>) -> Result<Self, ApiError> {
+        match format {
+            None | Some("json") => Ok(Self::Json),
+            Some("image") => Ok(Self::Image),
+            Some("image_and_json") => Ok(Self::ImageAndJson),
+            Some(other) => Err(ApiError::BadRequest(format!(
+                "format must be json, image or image_and_json, got {other:?}"
+            ))),
+        }
+    }
+}
+
+/// A boolean query parameter as Python clients send it (`True`, `false`, `1`, ...).
+fn parse_flag(value: &str) -> Result<bool, ApiError> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(ApiError::BadRequest(format!(
+            "labels must be true or false, got {value:?}"
+        ))),
+    }
 }
 
 /// The image in the body: multipart part `file`, else base64 text, else raw image bytes.

@@ -1,7 +1,18 @@
 //! Response bodies, shaped as Roboflow's server emits them (null fields omitted).
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use utoipa::ToSchema;
+
+/// An annotated picture (JPEG), sent as base64 as Roboflow does.
+#[derive(Debug, Clone)]
+pub struct Visualization(pub Vec<u8>);
+
+impl Serialize for Visualization {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine as _;
+        serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+    }
+}
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ImageSize {
@@ -93,6 +104,11 @@ pub struct Prediction {
 /// Object detection, instance segmentation and keypoint responses share this shape.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DetectionsResponse {
+    /// Only with `visualize_predictions` (legacy route: `format=image_and_json`): the image
+    /// with the predictions drawn on it, a base64 JPEG.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Byte)]
+    pub visualization: Option<Visualization>,
     pub inference_id: String,
     /// Seconds spent on this request's plugin call (pre-processing, model, post-processing).
     pub time: f64,
@@ -110,6 +126,11 @@ pub struct ClassPrediction {
 /// Single-label classification.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ClassificationResponse {
+    /// Only with `visualize_predictions` (legacy route: `format=image_and_json`): the image
+    /// with the predictions drawn on it, a base64 JPEG.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Byte)]
+    pub visualization: Option<Visualization>,
     pub inference_id: String,
     pub time: f64,
     pub image: ImageSize,
@@ -129,6 +150,11 @@ pub struct MultiLabelScore {
 /// Multi-label classification (models with `MULTICLASS`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MultiLabelClassificationResponse {
+    /// Only with `visualize_predictions` (legacy route: `format=image_and_json`): the image
+    /// with the predictions drawn on it, a base64 JPEG.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Byte)]
+    pub visualization: Option<Visualization>,
     pub inference_id: String,
     pub time: f64,
     pub image: ImageSize,
@@ -173,6 +199,17 @@ impl ToSchema for InferenceResponse {
             MultiLabelClassificationResponse::schema(),
         ));
         <MultiLabelClassificationResponse as ToSchema>::schemas(schemas);
+    }
+}
+
+impl InferenceResponse {
+    /// The response's `visualization` field.
+    pub fn visualization_mut(&mut self) -> &mut Option<Visualization> {
+        match self {
+            InferenceResponse::Detections(r) => &mut r.visualization,
+            InferenceResponse::Classification(r) => &mut r.visualization,
+            InferenceResponse::MultiLabel(r) => &mut r.visualization,
+        }
     }
 }
 

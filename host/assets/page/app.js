@@ -261,6 +261,8 @@ async function run(event) {
       confidence: Number($("confidence").value),
       visualize_predictions: true,
       visualization_labels: $("labels").checked,
+      // The server's default (1 px) is hard to see on a photo shown scaled down.
+      visualization_stroke_width: 2,
       ...(apiKey ? { api_key: apiKey } : {}),
     };
     showStatus(`Running ${modelId}…`);

@@ -46,11 +46,10 @@ def chromium(tmp_path_factory):
         context.close()
 
 
-@pytest.fixture
-def page(chromium, server, image_server):
-    """A tab that may reach only the server and the image server; `page.outside` lists the
-    other URLs it tried."""
-    allowed = {urlsplit(server).netloc, urlsplit(image_server).netloc}
+def new_tab(chromium, *allowed_urls):
+    """A tab that may reach only `allowed_urls`' hosts; `tab.outside` lists the other URLs it
+    tried, `tab.script_errors` the page's uncaught errors."""
+    allowed = {urlsplit(url).netloc for url in allowed_urls}
     tab = chromium.new_page()
     outside: list[str] = []
 
@@ -67,6 +66,12 @@ def page(chromium, server, image_server):
     tab.on("pageerror", lambda e: errors.append(str(e)))
     tab.outside = outside
     tab.script_errors = errors
+    return tab
+
+
+@pytest.fixture
+def page(chromium, server, image_server):
+    tab = new_tab(chromium, server, image_server)
     yield tab
     tab.close()
 
@@ -135,15 +140,85 @@ def test_runs_a_model_on_a_chosen_file(page, server, fixtures_dir, tmp_path):
     assert page.outside == [] and page.script_errors == []
 
 
-def test_runs_a_model_on_an_image_url(page, server, image_server):
+def test_runs_a_model_on_an_image_url_from_the_keyboard(page, server, image_server):
     open_page(page, server)
     page.fill("#model-id", DETECTOR)
     page.fill("#image-url", f"{image_server}/dev/04_multi_160x120.jpg")
-    run_and_wait(page)
+    # Enter in a field submits the form.
+    page.press("#image-url", "Enter")
+    page.locator("#error:not([hidden]), #result:not([hidden])").first.wait_for(timeout=WAIT_MS)
+    assert page.locator("#error").is_hidden(), page.inner_text("#error")
     image, shown = shown_result(page)
     assert (image["width"], image["height"]) == (160, 120)
     assert shown["image"] == {"width": 160, "height": 120}
     assert page.outside == [] and page.script_errors == []
+
+
+def test_runs_a_model_on_a_dropped_file(page, server, fixtures_dir):
+    path = fixtures_dir / "images" / "dev" / "13_multi_300x200.png"
+    open_page(page, server)
+    page.fill("#model-id", DETECTOR)
+    # What a drag from the desktop delivers: a drop event carrying the file.
+    transfer = page.evaluate_handle(
+        """([b64, name]) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, { type: "image/png" }));
+            return transfer;
+        }""", [base64.b64encode(path.read_bytes()).decode(), path.name])
+    page.dispatch_event("#drop-zone", "drop", {"dataTransfer": transfer})
+    expect(page.locator("#preview")).to_be_visible()
+    run_and_wait(page)
+    image, shown = shown_result(page)
+    assert image["src"].startswith("data:image/jpeg;base64,")
+    assert (image["width"], image["height"]) == (300, 200) and shown["image"] == {"width": 300, "height": 200}
+    assert page.outside == [] and page.script_errors == []
+
+
+def test_typed_model_is_downloaded_with_the_api_key(chromium, start_server, fixtures_dir, tmp_path):
+    """A model the server lacks: the page loads it (`/model/add`, with the key) to learn its task,
+    then runs it on that task's route."""
+    from roboflow_double import RoboflowDouble
+
+    model = "shapes-rf-seg/1"
+    with RoboflowDouble(keys=("rf-page-key",)) as roboflow:
+        roboflow.add_shapes(model, file="shapes-seg.onnx", task="instance-segmentation")
+        models = tmp_path / "models"
+        models.mkdir()
+        h = start_server(["--cache-dir", str(tmp_path / "cache"), "--roboflow-api-url", roboflow.url], models=models)
+        tab = new_tab(chromium, h.url)
+        try:
+            tab.goto(f"{h.url}/")
+            expect(tab.locator("#models-body")).to_contain_text("No models yet", timeout=WAIT_MS)
+            tab.fill("#model-id", model)
+            tab.set_input_files("#image-file", str(fixtures_dir / "images" / IMAGE))
+            tab.fill("#api-key", "wrong-key")
+            tab.click("#run")
+            error = tab.locator("#error")
+            error.wait_for(state="visible", timeout=WAIT_MS)
+            assert error.inner_text().endswith("(HTTP 401)"), error.inner_text()
+
+            tab.fill("#api-key", "rf-page-key")
+            run_and_wait(tab)
+            image, shown = shown_result(tab)
+            assert image["src"].startswith("data:image/jpeg;base64,") and image["width"] == 640
+            # The instance segmentation route answered: outlines.
+            assert shown["predictions"] and all(p["points"] for p in shown["predictions"])
+            assert "instance_segmentation" in tab.inner_text("#status")
+            row = tab.locator("#models-body tr", has=tab.locator("td", has_text=model))
+            expect(row).to_contain_text("instance-segmentation", timeout=WAIT_MS)
+            assert tab.outside == [] and tab.script_errors == []
+        finally:
+            tab.close()
+            h.stop()
+
+
+def test_every_control_has_a_label(page, server):
+    open_page(page, server)
+    unlabelled = page.evaluate(
+        "() => [...document.querySelectorAll('input, select, button')]"
+        ".filter((e) => e.tagName !== 'BUTTON' ? e.labels.length === 0 : !e.textContent.trim()).map((e) => e.id)")
+    assert unlabelled == []
 
 
 def test_unknown_model_shows_the_servers_message(page, server, fixtures_dir):

@@ -21,9 +21,13 @@ class ServerError extends Error {}
 
 /** GET or POST JSON; a non-2xx answer throws the server's `message`. */
 async function api(path, body) {
-  const init = body === undefined ? {} : {
+  // The key goes as a bearer token: a server with tenants takes it for every route, and any
+  // server uses it to download a model from Roboflow.
+  const key = $("api-key").value.trim();
+  const headers = key ? { Authorization: `Bearer ${key}` } : {};
+  const init = body === undefined ? { headers } : {
     method: "POST",
-    headers: { "Content-Type": "application/json" },
+    headers: { ...headers, "Content-Type": "application/json" },
     body: JSON.stringify(body),
   };
   const response = await fetch(path, init);
@@ -168,10 +172,10 @@ function readAsBase64(file) {
 }
 
 /** The route for a model: known already, else loaded now (`/model/add`) to learn its task. */
-async function routeFor(modelId, apiKey) {
+async function routeFor(modelId) {
   if (knownRoutes.has(modelId)) return knownRoutes.get(modelId);
   showStatus(`Loading ${modelId}…`);
-  const { json } = await api("model/add", { model_id: modelId, ...(apiKey ? { api_key: apiKey } : {}) });
+  const { json } = await api("model/add", { model_id: modelId });
   const entry = json.models.find((m) => m.model_id === modelId);
   const route = entry && routeOf(entry.task_type);
   if (!route) {
@@ -236,7 +240,6 @@ async function run(event) {
   event.preventDefault();
   showError("");
   const modelId = $("model-id").value.trim();
-  const apiKey = $("api-key").value.trim();
   const file = $("image-file").files[0];
   const url = $("image-url").value.trim();
   if (!modelId) {
@@ -253,7 +256,7 @@ async function run(event) {
   button.disabled = true;
   $("try-form").setAttribute("aria-busy", "true");
   try {
-    const route = await routeFor(modelId, apiKey);
+    const route = await routeFor(modelId);
     const image = file ? { type: "base64", value: await readAsBase64(file) } : { type: "url", value: url };
     const body = {
       model_id: modelId,
@@ -263,7 +266,6 @@ async function run(event) {
       visualization_labels: $("labels").checked,
       // The server's default (1 px) is hard to see on a photo shown scaled down.
       visualization_stroke_width: 2,
-      ...(apiKey ? { api_key: apiKey } : {}),
     };
     showStatus(`Running ${modelId}…`);
     const started = performance.now();
@@ -336,6 +338,11 @@ document.addEventListener("DOMContentLoaded", () => {
   const confidence = $("confidence");
   confidence.addEventListener("input", () => {
     $("confidence-value").textContent = Number(confidence.value).toFixed(2);
+  });
+  // Another key may see other models and plugins.
+  $("api-key").addEventListener("change", () => {
+    loadModels();
+    loadPlugins();
   });
   wireImageInputs();
   $("try-form").addEventListener("submit", run);

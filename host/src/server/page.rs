@@ -15,8 +15,9 @@ const SCRIPT: &str = include_str!("../../assets/page/app.js");
 const STYLE: &str = include_str!("../../assets/page/style.css");
 
 /// Three path segments: the legacy `/{dataset}/{version}` route keeps every two-segment path.
-const SCRIPT_PATH: &str = "/assets/page/app.js";
-const STYLE_PATH: &str = "/assets/page/style.css";
+/// Under `/static/`, which needs no API key when the server has tenants.
+const SCRIPT_PATH: &str = "/static/page/app.js";
+const STYLE_PATH: &str = "/static/page/style.css";
 
 /// This server's own resources only; images are shown from `data:` and `blob:` URLs.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \

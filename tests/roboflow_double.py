@@ -121,6 +121,7 @@ class RoboflowDouble(_Double):
     def __init__(self, models: dict | None = None, keys=("rf-test-key",)):
         self.models = models if models is not None else {}
         self.keys = None if keys is None else set(keys)
+        self.keys_seen: list = []  # every api_key the server sent, to check which key it used
         super().__init__()
 
     def add_shapes(self, model_id: str, file: str = "shapes-detect.onnx", task: str = "object-detection"):
@@ -143,6 +144,7 @@ class RoboflowDouble(_Double):
             if query.get("nocache") != "true" or query.get("dynamic") != "true" or not query.get("device"):
                 return _json(400, {"error": {"message": "nocache, dynamic and device are required"}})
             key = query.get("api_key")
+            self.keys_seen.append(key)
             if not key or (self.keys is not None and key not in self.keys):
                 return _json(401, {"error": {"message": "Unauthorized access to model: invalid api_key",
                                              "type": "OAuthException"}})

@@ -37,6 +37,7 @@ def test_well_behaved_call_works(hostile):
     ("loop", 504, ["hostile-detector", "time limit", "1s"]),
     ("alloc", 500, ["hostile-detector", "memory", "64 MiB"]),
     ("flood", 500, ["hostile-detector", "memory"]),
+    ("big", 500, ["hostile-detector", "output limit"]),
     ("panic", 500, ["hostile-detector", "asked to panic"]),
     ("foreign-graph", 500, ["hostile-detector", "NotFound"]),
     ("read-file", 500, ["hostile-detector", "file read refused"]),

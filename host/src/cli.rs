@@ -37,6 +37,11 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::models::cmd::ModelsAction,
     },
+    /// Help with the tenants file: hash API keys, validate the file.
+    Tenants {
+        #[command(subcommand)]
+        action: crate::tenants::cmd::TenantsAction,
+    },
 }
 
 // Parsed once per process, like `Command`.
@@ -136,6 +141,13 @@ pub struct ServeArgs {
     /// Most plugin calls running at once (default: 2 × CPUs).
     #[arg(long, env = "INFERENCE_MAX_CONCURRENT_CALLS")]
     pub max_concurrent_calls: Option<usize>,
+    /// Tenants file (TOML): API keys, model namespaces, plugins and limits per tenant. Without
+    /// it the server runs open: anyone who can reach it may use every model and plugin.
+    #[arg(long, env = "INFERENCE_TENANTS")]
+    pub tenants: Option<PathBuf>,
+    /// Serve open (no --tenants) on a non-loopback address anyway.
+    #[arg(long, env = "INFERENCE_ALLOW_OPEN_ACCESS")]
+    pub allow_open_access: bool,
     /// Log format.
     #[arg(long, env = "INFERENCE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

@@ -11,6 +11,7 @@ mod pipeline;
 mod plugins;
 mod serve;
 mod server;
+mod tenants;
 mod visualize;
 
 use std::process::ExitCode;
@@ -72,6 +73,7 @@ fn main() -> ExitCode {
         },
         Command::Benchmark { action } => bench::run(action),
         Command::Models { action } => models::cmd::run(action),
+        Command::Tenants { action } => tenants::cmd::run(action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

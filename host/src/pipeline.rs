@@ -7,7 +7,7 @@ use std::time::Instant;
 use futures_util::future::try_join_all;
 
 use crate::input::{self, ImageSource, InputError, RgbImage};
-use crate::models::{LoadedModel, ModelId, Task};
+use crate::models::{LoadedModel, ModelError, ModelId, Task};
 use crate::plugins::bindings::{classify, keypoints_api, segment, wit};
 use crate::plugins::{CallOutcome, LoadedPlugin, TaskOutput, TaskParams};
 use crate::server::error::ApiError;
@@ -17,6 +17,7 @@ use crate::server::responses::{
     Prediction, Rle, Visualization,
 };
 use crate::server::{metrics, AppState};
+use crate::tenants;
 use crate::visualize::{self, Style};
 
 /// Resolves a model id to a loaded model, loading it on first use: from the models directory,
@@ -28,10 +29,29 @@ pub async fn model_with_key(
     api_key: Option<&str>,
 ) -> Result<Arc<LoadedModel>, ApiError> {
     let id = ModelId::parse(raw_id)?;
+    if let Some(tenant) = tenants::current() {
+        // Another tenant's model and a model that does not exist get the same answer, and the
+        // tenant's key to this server is never sent upstream: its Roboflow key is configured.
+        let hidden = || ApiError::NotFound(format!("Model {id} not found"));
+        if !tenant.may_use_model(&id) {
+            return Err(hidden());
+        }
+        return match state.models.get_with_key(&id, tenant.roboflow_api_key.as_deref()).await {
+            Ok((model, _)) => Ok(model),
+            Err(ModelError::NotFound(..)) => Err(hidden()),
+            Err(e) => Err(e.into()),
+        };
+    }
     let bearer = crate::models::sources::request_bearer();
     let api_key = api_key.filter(|k| !k.is_empty()).or(bearer.as_deref());
     let (model, _loaded_now) = state.models.get_with_key(&id, api_key).await?;
     Ok(model)
+}
+
+/// A plugin, if the request's tenant (if any) may use it.
+pub fn usable(plugin: Option<Arc<LoadedPlugin>>) -> Option<Arc<LoadedPlugin>> {
+    let tenant = tenants::current();
+    plugin.filter(|p| tenant.is_none_or(|t| t.may_use_plugin(&p.manifest.name)))
 }
 
 /// Refuses a model on another task's route, naming the right one.
@@ -59,10 +79,11 @@ pub async fn run(
     visualize: Option<Style>,
 ) -> Result<Vec<InferenceResponse>, ApiError> {
     let task = model.description.task;
-    let plugin = state
-        .plugins
-        .by_task(task)
-        .ok_or_else(|| ApiError::Unavailable(format!("no {} plugin is installed", task.roboflow_name())))?;
+    let plugin = usable(state.plugins.by_task(task)).ok_or_else(|| match tenants::current() {
+        // A tenant is not told whether a plugin it may not use exists.
+        Some(_) => ApiError::NotFound(format!("no plugin serves {}", task.route())),
+        None => ApiError::Unavailable(format!("no {} plugin is installed", task.roboflow_name())),
+    })?;
     let confidence = match &params {
         TaskParams::Classification(p) => p.confidence,
         _ => 0.0,
@@ -172,10 +193,19 @@ async fn call<'a>(
             "offline mode (--offline): URL images are not fetched".into(),
         ));
     }
-    if sources.len() > state.input_limits.max_batch {
+    let tenant = tenants::current();
+    let input_limits = match &tenant {
+        Some(t) => t.input_limits(&state.input_limits),
+        None => state.input_limits.clone(),
+    };
+    let call_limits = match &tenant {
+        Some(t) => t.call_limits(&plugin.limits),
+        None => plugin.limits.clone(),
+    };
+    if sources.len() > input_limits.max_batch {
         return Err(InputError::TooManyImages {
             got: sources.len(),
-            max: state.input_limits.max_batch,
+            max: input_limits.max_batch,
         }
         .into());
     }
@@ -191,7 +221,7 @@ async fn call<'a>(
     let images: Vec<RgbImage> = try_join_all(
         sources
             .into_iter()
-            .map(|s| input::load(s, &state.input_limits, &state.http, &state.url_policy)),
+            .map(|s| input::load(s, &input_limits, &state.http, &state.url_policy)),
     )
     .await?;
     metrics::record_decode(decoding.elapsed());
@@ -210,7 +240,7 @@ async fn call<'a>(
         let mut images = images;
         let outcome = plugin
             .plugin
-            .call(&task_state.runtime, &plugin.limits, &call_model, &mut images, params);
+            .call(&task_state.runtime, &call_limits, &call_model, &mut images, params);
         (outcome, keep_images.then_some(images))
     })
     .await
@@ -239,9 +269,7 @@ pub async fn run_custom(
     params_json: String,
     inference_id: String,
 ) -> Result<CustomResponse, ApiError> {
-    let plugin = state
-        .plugins
-        .by_route(route)
+    let plugin = usable(state.plugins.by_route(route))
         .filter(|p| p.manifest.world.task().is_none())
         .ok_or_else(|| ApiError::NotFound(format!("no plugin serves /infer/{route}")))?;
     let name = plugin.manifest.name.clone();

@@ -18,6 +18,8 @@ use crate::models::ModelStore;
 use crate::nn::{self, SessionOptions};
 use crate::plugins::{CallLimits, PluginRegistry, PluginRuntime};
 use crate::server::{self, AppState};
+use crate::tenants::middleware::Gate;
+use crate::tenants::Tenants;
 
 /// `$XDG_CACHE_HOME/inference`, else `~/.cache/inference`.
 fn default_cache_dir() -> Option<PathBuf> {
@@ -37,6 +39,7 @@ fn default_plugins_dir() -> Result<PathBuf> {
 
 pub async fn run(args: ServeArgs) -> Result<()> {
     let started = Instant::now();
+    let gate = open_or_gated(&args)?;
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let threads = args.threads.unwrap_or(cpus).max(1);
 
@@ -96,6 +99,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         server_id: uuid::Uuid::new_v4().simple().to_string()[..6].to_string(),
         ready: AtomicBool::new(false),
         call_slots: Semaphore::new(max_concurrent_calls),
+        gate,
     });
 
     let addr = SocketAddr::new(args.target.host, args.target.port);
@@ -113,6 +117,33 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .context("server failed")?;
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// The tenants gate from `--tenants`; without it, serving open, which is refused on a
+/// non-loopback address unless `--allow-open-access` says so.
+fn open_or_gated(args: &ServeArgs) -> Result<Option<Arc<Gate>>> {
+    match &args.tenants {
+        Some(path) => {
+            let tenants = Tenants::load(path)?;
+            tracing::info!(file = %path.display(), tenants = tenants.count(), "multi-tenant mode: every API call needs a tenant's key");
+            Ok(Some(Arc::new(Gate {
+                tenants,
+                max_body_bytes: args.max_body_bytes,
+            })))
+        }
+        None if args.target.host.is_loopback() => {
+            tracing::warn!("serving open (no --tenants): every client that can connect may use every model and plugin");
+            Ok(None)
+        }
+        None if args.allow_open_access => {
+            tracing::warn!(host = %args.target.host, "serving open (no --tenants) on a non-loopback address (--allow-open-access)");
+            Ok(None)
+        }
+        None => anyhow::bail!(
+            "refusing to serve open on {}: give --tenants <file> (API keys per tenant), or --allow-open-access to serve without keys",
+            args.target.host
+        ),
+    }
 }
 
 /// How often the plugins directory is rescanned for added, replaced or removed plugins.

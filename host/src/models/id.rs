@@ -16,7 +16,7 @@ pub struct InvalidModelId(pub String);
 
 const MAX_SEGMENT: usize = 128;
 
-fn valid_segment(s: &str) -> bool {
+pub(crate) fn valid_segment(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_SEGMENT
         && s.as_bytes()[0].is_ascii_alphanumeric()

@@ -43,6 +43,28 @@ impl TaskOutput {
         }
     }
 
+    /// About how many bytes the typed results take (strings, lists and numbers), for the
+    /// output limit; custom documents are measured exactly where they are checked.
+    fn approx_bytes(&self) -> usize {
+        const BOX: usize = 6 * 4;
+        let detection = |d: &wit::Detection| BOX + d.class_name.len();
+        match self {
+            TaskOutput::Detection(v) => v.iter().flatten().map(detection).sum(),
+            TaskOutput::Classification(v) => v.iter().flat_map(|c| &c.scores).map(|s| 8 + s.class_name.len()).sum(),
+            TaskOutput::Segmentation(v) => v
+                .iter()
+                .flatten()
+                .map(|i| detection(&i.detection) + 8 * i.points.len() + i.rle.as_ref().map_or(0, |r| r.counts.len()))
+                .sum(),
+            TaskOutput::Keypoints(v) => v
+                .iter()
+                .flatten()
+                .map(|p| detection(&p.detection) + p.keypoints.iter().map(|k| 16 + k.class_name.len()).sum::<usize>())
+                .sum(),
+            TaskOutput::Custom(_) => 0,
+        }
+    }
+
     /// Whether the plugin answered for each of `images` images.
     fn fits(&self, images: usize) -> bool {
         matches!(self, TaskOutput::Custom(_)) || self.len() == images
@@ -178,6 +200,19 @@ impl TaskPlugin {
                     value: TaskOutput::Custom(value),
                     elapsed: started.elapsed(),
                     model_runs,
+                })
+            }
+            // Typed results get the output limit per image (a batch's results grow with it).
+            Ok(value) if value.approx_bytes() > limits.output_bytes.saturating_mul(count.max(1)) => {
+                Err(CallError::Plugin {
+                    plugin: self.name.clone(),
+                    kind: PluginErrorKind::OutputTooLarge,
+                    message: format!(
+                        "returned about {} bytes of results for {} image(s), over its output limit of {} bytes per image",
+                        value.approx_bytes(),
+                        count,
+                        limits.output_bytes
+                    ),
                 })
             }
             Ok(value) if value.fits(count) => Ok(CallOutcome {

@@ -59,9 +59,77 @@ the server's request log line carries the same id.",
         (name = "models", description = "Load and unload models"),
         (name = "service", description = "Identity, health and metrics"),
     ),
-    modifiers(&RequestIdHeader),
+    modifiers(&TenantErrors, &RequestIdHeader),
 )]
 pub struct ApiDoc;
+
+/// Declares what the tenants gate (`--tenants`) may answer on every route it guards: 401 without
+/// a valid key, 429 over the tenant's quota (and 403 for admin-only routes, 413 over its body cap).
+struct TenantErrors;
+
+impl Modify for TenantErrors {
+    fn modify(&self, openapi: &mut OpenApiDoc) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str, retry_after: bool| {
+            let mut response = ResponseBuilder::new().description(description).content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            );
+            if retry_after {
+                response = response.header(
+                    "Retry-After",
+                    HeaderBuilder::new()
+                        .schema(ObjectBuilder::new().schema_type(Type::String))
+                        .description(Some("Seconds to wait"))
+                        .build(),
+                );
+            }
+            response.build()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [
+                (axum::http::Method::GET, &mut item.get),
+                (axum::http::Method::POST, &mut item.post),
+            ];
+            for (method, operation) in operations {
+                let Some(operation) = operation else { continue };
+                if crate::tenants::middleware::is_public(&method, path) {
+                    continue;
+                }
+                let responses = &mut operation.responses.responses;
+                let statuses = [
+                    (
+                        "401",
+                        "With --tenants: no valid API key (api_key or Authorization: Bearer).",
+                        false,
+                    ),
+                    (
+                        "413",
+                        "The body is larger than the server's (or the tenant's) limit.",
+                        false,
+                    ),
+                    (
+                        "429",
+                        "With --tenants: over the tenant's request rate or concurrency cap.",
+                        true,
+                    ),
+                ];
+                for (status, description, retry_after) in statuses {
+                    responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| error(description, retry_after).into());
+                }
+                if path == "/metrics" {
+                    responses.entry("403".to_string()).or_insert_with(|| {
+                        error("With --tenants: only an admin tenant may read metrics.", false).into()
+                    });
+                }
+            }
+        }
+    }
+}
 
 /// Declares the `x-request-id` header on every response of every operation.
 struct RequestIdHeader;

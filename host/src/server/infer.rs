@@ -407,7 +407,7 @@ pub async fn custom(
         Some(Value::String(id)) => id.clone(),
         _ => uuid::Uuid::new_v4().to_string(),
     };
-    if state.plugins.by_route(&route).is_none() {
+    if pipeline::usable(state.plugins.by_route(&route)).is_none() {
         return Err(ApiError::NotFound(format!("no plugin serves /infer/{route}")));
     }
     // The api key is for the model download, never for the plugin.

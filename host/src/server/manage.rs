@@ -18,6 +18,7 @@ use super::responses::{ModelDescriptionEntry, ModelsDescriptions};
 use super::AppState;
 use crate::models::ModelId;
 use crate::pipeline;
+use crate::tenants;
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ModelRequest {
@@ -47,11 +48,17 @@ pub struct Status {
     pub status: &'static str,
 }
 
+/// Whether the request's tenant (if any) may see or use model `id`.
+fn visible(id: &ModelId) -> bool {
+    tenants::current().is_none_or(|t| t.may_use_model(id))
+}
+
 fn describe(state: &AppState) -> ModelsDescriptions {
     let models = state
         .models
         .loaded()
         .into_iter()
+        .filter(|(id, _)| visible(id))
         .map(|(id, model)| {
             let d = &model.description;
             ModelDescriptionEntry {
@@ -128,6 +135,9 @@ pub async fn remove(
 ) -> Result<Json<ModelsDescriptions>, ApiError> {
     let request: ModelRequest = parse_json(&body?)?;
     let id = ModelId::parse(&request.model_id)?;
+    if !visible(&id) {
+        return Err(ApiError::NotFound(format!("Model {id} not found")));
+    }
     // Unloads only: the files stay, so the model can be served again (even offline).
     state.models.remove(&id);
     Ok(Json(describe(&state)))
@@ -141,7 +151,15 @@ pub async fn remove(
     responses((status = 200, description = "The loaded models (none).", body = ModelsDescriptions)),
 )]
 pub async fn clear(State(state): State<Arc<AppState>>) -> Json<ModelsDescriptions> {
-    state.models.clear();
+    match tenants::current() {
+        // A tenant clears its own models; an admin, everyone's.
+        Some(t) if !t.admin => {
+            for id in state.models.loaded().into_keys().filter(|id| t.may_use_model(id)) {
+                state.models.remove(&id);
+            }
+        }
+        _ => state.models.clear(),
+    }
     Json(describe(&state))
 }
 
@@ -203,10 +221,12 @@ pub async fn not_found() -> ApiError {
     responses((status = 200, description = "The installed plugins.", body = Object)),
 )]
 pub async fn plugins(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let tenant = tenants::current();
     let plugins: Vec<serde_json::Value> = state
         .plugins
         .list()
         .iter()
+        .filter(|p| tenant.as_ref().is_none_or(|t| t.may_use_plugin(&p.manifest.name)))
         .map(|p| {
             json!({
                 "name": p.manifest.name,
@@ -223,5 +243,7 @@ pub async fn plugins(State(state): State<Arc<AppState>>) -> Json<serde_json::Val
             })
         })
         .collect();
-    Json(json!({ "plugins_dir": state.plugins.dir(), "plugins": plugins }))
+    // Where plugins live on the server is the operator's business, not a tenant's.
+    let dir = tenant.is_none().then(|| state.plugins.dir());
+    Json(json!({ "plugins_dir": dir, "plugins": plugins }))
 }

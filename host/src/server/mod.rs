@@ -38,6 +38,8 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// Bounds concurrent plugin calls (and so the memory their images and stores hold).
     pub call_slots: Semaphore,
+    /// Tenants and their keys; `None`: the server runs open.
+    pub gate: Option<Arc<crate::tenants::middleware::Gate>>,
 }
 
 pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
@@ -73,6 +75,15 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .layer(CorsLayer::permissive())
         // The request's `Authorization: Bearer` key, for model downloads.
         .layer(axum::middleware::from_fn(crate::models::sources::bearer_scope));
+    // With tenants, every non-public route needs a tenant's key (outside the handlers, so no
+    // route can forget it).
+    let routes = match &state.gate {
+        Some(gate) => routes.layer(axum::middleware::from_fn_with_state(
+            gate.clone(),
+            crate::tenants::middleware::authenticate,
+        )),
+        None => routes,
+    };
     // Request ids, request spans (path only: a query may carry an api_key) and log lines, metrics.
     observe::instrument(routes).with_state(state)
 }

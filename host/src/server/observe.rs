@@ -34,6 +34,7 @@ fn request_span(request: &Request<Body>) -> tracing::Span {
         path = %request.uri().path(),
         route = %route,
         request_id = %request_id,
+        tenant = tracing::field::Empty,
     )
 }
 

@@ -1,6 +1,7 @@
 //! A hostile object-detection plugin for the sandbox tests. The request's first
 //! `class_filter` entry picks the misbehaviour, so one component covers every case:
-//! `loop` spins forever, `alloc` allocates without bound, `panic` panics, `flood` returns
+//! `loop` spins forever, `alloc` allocates without bound, `panic` panics, `big` returns more
+//! than the output limit, `flood` returns
 //! millions of detections, `foreign-graph` loads a graph it was not given, `read-file` and
 //! `env` look for host files and environment, `ok` returns one fixed detection.
 
@@ -62,6 +63,11 @@ impl Guest for Plugin {
                 }
             }
             "panic" => panic!("hostile-detector was asked to panic"),
+            // Fits in its memory, but is over the output limit: refused after the call.
+            "big" => Ok(images
+                .iter()
+                .map(|_| (0..100_000).map(|_| one("x")).collect())
+                .collect()),
             "flood" => Ok(images
                 .iter()
                 .map(|_| (0..4_000_000).map(|_| one("x")).collect())

@@ -11,6 +11,8 @@ use utoipa::ToSchema;
 use super::error::ApiError;
 use super::AppState;
 use crate::models::catalog::{self, Location};
+use crate::models::ModelId;
+use crate::tenants;
 
 /// Where a model's files are.
 #[derive(Debug, Serialize, ToSchema)]
@@ -54,10 +56,12 @@ pub struct AvailableModels {
     summary = "Models on this server",
     description = "The models in the models directory and the verified ones in the download cache: \
 those this server serves without a download (`inference models list` on the command line). \
-A model in both places is listed once, from the models directory, the copy that is served.",
+A model in both places is listed once, from the models directory, the copy that is served. \
+With tenants, only the models the key's tenant may use.",
     responses((status = 200, description = "The models on disk, by id.", body = AvailableModels)),
 )]
 pub async fn models(State(state): State<Arc<AppState>>) -> Result<Json<AvailableModels>, ApiError> {
+    let tenant = tenants::current();
     let dir = state.models.models_dir().to_path_buf();
     let cache = state.models.cache().cloned();
     // Reads directories and ONNX headers: off the async threads.
@@ -73,6 +77,11 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Result<Json<Available
     let mut models: Vec<AvailableModel> = found
         .into_iter()
         .filter(|m| m.location == Location::ModelsDir || !local.contains(&m.id))
+        // With tenants, only the request's tenant's models (a malformed directory name is no one's).
+        .filter(|m| match &tenant {
+            None => true,
+            Some(t) => ModelId::parse(&m.id).is_ok_and(|id| t.may_use_model(&id)),
+        })
         .map(|m| AvailableModel {
             route: m.known_task().map(|t| t.route()),
             loaded: loaded.contains(&m.id),

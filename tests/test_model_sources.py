@@ -281,6 +281,51 @@ def test_cached_file_tampered_on_disk_is_refetched_not_loaded(start_server, stor
     assert store.counts[store.file_path("shapes-store/1", "weights.onnx")] == 2
 
 
+def test_models_route_lists_models_dir_and_cache(start_server, inference_bin, store, models_dir, tmp_path):
+    """`GET /models`: what the server can serve without a download, from both places."""
+    from conftest import MODEL_FILES
+
+    cache = tmp_path / "cache"
+    # A cached copy of a model that the models directory also has: the served copy is listed.
+    store.add("shapes-detect/1", onnx="shapes-seg.onnx")
+    pulled = cli(inference_bin, "pull", "shapes-detect/1", "--model-store", store.store_url, "--cache-dir", str(cache))
+    assert pulled.returncode == 0, pulled.stderr
+    h = start_server(["--cache-dir", str(cache), "--model-store", store.store_url], models=models_dir)
+
+    def listed():
+        r = requests.get(f"{h.url}/models", timeout=HTTP_TIMEOUT)
+        assert r.status_code == 200, r.text
+        ids = [m["model_id"] for m in r.json()["models"]]
+        assert ids == sorted(ids) and len(ids) == len(set(ids)), ids
+        return {m["model_id"]: m for m in r.json()["models"]}
+
+    models = listed()
+    assert set(models) == set(MODEL_FILES)
+    for model_id, fname in MODEL_FILES.items():
+        assert models[model_id]["location"] == "models_dir"
+        assert models[model_id]["bytes"] == (models_dir / model_id / "weights.onnx").stat().st_size
+        assert models[model_id]["loaded"] is False
+    detect_model = models["shapes-detect/1"]
+    assert (detect_model["task_type"], detect_model["route"]) == ("object-detection", "/infer/object_detection")
+    assert (models["shapes-seg/1"]["task_type"], models["shapes-seg/1"]["route"]) == \
+        ("instance-segmentation", "/infer/instance_segmentation")
+    assert (models["shapes-cls/1"]["task_type"], models["shapes-cls/1"]["route"]) == \
+        ("classification", "/infer/classification")
+    assert (models["shapes-pose/1"]["task_type"], models["shapes-pose/1"]["route"]) == \
+        ("keypoint-detection", "/infer/keypoints_detection")
+
+    # Downloaded on first use: then listed from the cache, loaded.
+    ok(detect(h.url, "shapes-store/1"))
+    ok(detect(h.url, "shapes-detect/1"))
+    models = listed()
+    store_model = models["shapes-store/1"]
+    files = store.models["shapes-store/1"]
+    assert store_model["location"] == "cache" and store_model["loaded"] is True
+    assert store_model["bytes"] == sum(len(data) for data in files.values())
+    assert (store_model["task_type"], store_model["route"]) == ("object-detection", "/infer/object_detection")
+    assert models["shapes-detect/1"]["loaded"] is True and models["shapes-detect/1"]["location"] == "models_dir"
+
+
 # --------------------------------------------------------------------------- offline
 
 def test_offline_serves_cached_and_local_refuses_the_rest(start_server, roboflow, store, models_dir, tmp_path,

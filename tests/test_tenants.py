@@ -208,6 +208,18 @@ def test_other_tenants_models_do_not_exist(tenant_server):
     assert SHAPES in registry(KEYS["acme"]) and NUDENET not in registry(KEYS["beta"])
 
 
+def test_models_on_disk_per_tenant_and_the_page_is_public(tenant_server):
+    assert_error(requests.get(f"{tenant_server.url}/models", timeout=10), 401)
+    listed = lambda key: {m["model_id"] for m in requests.get(  # noqa: E731
+        f"{tenant_server.url}/models", headers={"Authorization": f"Bearer {key}"}, timeout=10).json()["models"]}
+    acme = listed(KEYS["acme"])
+    assert SHAPES in acme and all(m.startswith("shapes-") for m in acme), acme
+    assert listed(KEYS["beta"]) == {NUDENET}
+    # The page and its files load without a key; its API calls carry the user's.
+    for path in ("/", "/static/page/app.js", "/static/page/style.css"):
+        assert requests.get(f"{tenant_server.url}{path}", timeout=10).status_code == 200, path
+
+
 def test_plugins_per_tenant(tenant_server):
     listed = lambda key: {p["name"] for p in requests.get(  # noqa: E731
         f"{tenant_server.url}/plugins", headers={"Authorization": f"Bearer {key}"}, timeout=10).json()["plugins"]}

@@ -1,15 +1,16 @@
 //! `inference models pull|list|rm`: the model cache from the command line. Needs no ONNX
 //! Runtime: pulling downloads and verifies, listing reads files and ONNX metadata.
 
-use std::io::{BufReader, IsTerminal, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::cache::{default_cache_dir, model_dirs, ModelCache};
+use super::cache::{default_cache_dir, ModelCache};
+use super::catalog::{self, Location};
 use super::id::ModelId;
 use super::sources::{ModelSources, Progress, SourceArgs};
 
@@ -186,7 +187,7 @@ fn pull(raw: &str, api_key: Option<&str>, dirs: &DirArgs, args: &SourceArgs) -> 
             Err(e) => Err(anyhow!(e)),
         }
     })?;
-    let bytes = dir_size(&dir);
+    let bytes = catalog::dir_size(&dir);
     println!(
         "{id}: {} in {} ({:.1} s)",
         human(bytes),
@@ -196,153 +197,30 @@ fn pull(raw: &str, api_key: Option<&str>, dirs: &DirArgs, args: &SourceArgs) -> 
     Ok(())
 }
 
-fn dir_size(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-                .filter_map(|e| e.metadata().ok())
-                .filter(|m| m.is_file())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 fn list(dirs: &DirArgs) -> Result<()> {
-    let mut rows: Vec<(String, &str, u64, String, String)> = Vec::new();
-    for (project, version, dir) in model_dirs(&dirs.models_dir) {
-        if dir.join("weights.onnx").is_file() {
-            rows.push((
-                format!("{project}/{version}"),
-                "local",
-                dir_size(&dir),
-                task_of(&dir).unwrap_or_else(|| "-".into()),
-                dirs.models_dir.display().to_string(),
-            ));
-        }
-    }
-    if let Ok((_, cache)) = dirs.cache() {
-        for model in cache.list() {
-            rows.push((
-                model.id.to_string(),
-                "cache",
-                model.bytes,
-                task_of(&model.dir).unwrap_or_else(|| "-".into()),
-                model.source,
-            ));
-        }
-    }
-    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(5).max(5);
+    let cache = dirs.cache().ok().map(|(_, cache)| cache);
+    let models = catalog::on_disk(&dirs.models_dir, cache.as_ref());
+    let width = models.iter().map(|m| m.id.len()).max().unwrap_or(5).max(5);
     println!("{:width$}  {:5}  {:>10}  {:22}  FROM", "MODEL", "WHERE", "SIZE", "TASK");
-    for (id, place, bytes, task, from) in rows {
-        println!("{id:width$}  {place:5}  {:>10}  {task:22}  {from}", human(bytes));
+    for m in models {
+        let place = match m.location {
+            Location::ModelsDir => "local",
+            Location::Cache => "cache",
+        };
+        let task = m.task.as_deref().unwrap_or("-");
+        println!(
+            "{:width$}  {place:5}  {:>10}  {task:22}  {}",
+            m.id,
+            human(m.bytes),
+            m.from
+        );
     }
     Ok(())
-}
-
-/// The task, if known: `model_type.json`, `environment.json`'s `TYPE`, or the ONNX metadata.
-fn task_of(dir: &Path) -> Option<String> {
-    let json = |name: &str, key: &str| -> Option<String> {
-        let bytes = std::fs::read(dir.join(name)).ok()?;
-        let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-        v.get(key)?.as_str().map(str::to_string)
-    };
-    let raw = json("model_type.json", "project_task_type")
-        .or_else(|| json("environment.json", "TYPE"))
-        .or_else(|| onnx_metadata(&dir.join("weights.onnx"), "task").ok().flatten())?;
-    Some(
-        super::Task::parse(&raw)
-            .map(|t| t.roboflow_name().to_string())
-            .unwrap_or(raw),
-    )
-}
-
-fn read_varint(r: &mut impl Read) -> Result<Option<u64>> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let mut byte = [0u8];
-        if r.read(&mut byte)? == 0 {
-            if shift == 0 {
-                return Ok(None);
-            }
-            bail!("truncated varint");
-        }
-        value |= u64::from(byte[0] & 0x7f) << shift;
-        if byte[0] & 0x80 == 0 {
-            return Ok(Some(value));
-        }
-    }
-    bail!("varint too long")
-}
-
-/// Reads one `metadata_props` entry (ModelProto field 14) of an ONNX file without loading
-/// the graph: top-level fields are skipped by length.
-fn onnx_metadata(path: &Path, key: &str) -> Result<Option<String>> {
-    let mut r = BufReader::new(std::fs::File::open(path)?);
-    while let Some(tag) = read_varint(&mut r)? {
-        let (field, wire) = (tag >> 3, tag & 7);
-        match wire {
-            0 => {
-                read_varint(&mut r)?;
-            }
-            1 => {
-                r.seek(SeekFrom::Current(8))?;
-            }
-            5 => {
-                r.seek(SeekFrom::Current(4))?;
-            }
-            2 => {
-                let len = read_varint(&mut r)?.context("truncated")?;
-                if field == 14 && len < (1 << 20) {
-                    let mut entry = vec![0u8; len as usize];
-                    r.read_exact(&mut entry)?;
-                    if let Some((k, v)) = string_pair(&entry) {
-                        if k == key {
-                            return Ok(Some(v));
-                        }
-                    }
-                } else {
-                    r.seek(SeekFrom::Current(len as i64))?;
-                }
-            }
-            _ => bail!("not an ONNX file"),
-        }
-    }
-    Ok(None)
-}
-
-/// A `StringStringEntryProto`: key = field 1, value = field 2.
-fn string_pair(mut bytes: &[u8]) -> Option<(String, String)> {
-    let (mut key, mut value) = (String::new(), String::new());
-    while !bytes.is_empty() {
-        let tag = read_varint(&mut bytes).ok()??;
-        if tag & 7 != 2 {
-            return None;
-        }
-        let len = read_varint(&mut bytes).ok()?? as usize;
-        let text = String::from_utf8_lossy(bytes.get(..len)?).into_owned();
-        bytes = &bytes[len..];
-        match tag >> 3 {
-            1 => key = text,
-            2 => value = text,
-            _ => {}
-        }
-    }
-    Some((key, value))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_ultralytics_task_metadata() {
-        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/models/shapes-detect.onnx");
-        assert_eq!(onnx_metadata(&model, "task").unwrap().as_deref(), Some("detect"));
-        assert_eq!(onnx_metadata(&model, "no-such-key").unwrap(), None);
-    }
 
     #[test]
     fn human_sizes() {

@@ -3,6 +3,7 @@
 pub mod bucket;
 pub mod budget;
 pub mod cache;
+pub mod catalog;
 pub mod cmd;
 pub mod description;
 pub mod id;

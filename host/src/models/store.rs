@@ -4,7 +4,7 @@
 //! model never holds up requests for the others (each has its own single-flight slot).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,6 +12,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use tokio::sync::OnceCell;
 
+use super::cache::ModelCache;
 use super::description::ModelDescription;
 use super::id::ModelId;
 use super::sources::ModelSources;
@@ -106,6 +107,16 @@ impl ModelStore {
     pub fn with_sources(mut self, sources: ModelSources) -> Self {
         self.sources = sources;
         self
+    }
+
+    /// The models directory.
+    pub fn models_dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// The download cache, when there is one.
+    pub fn cache(&self) -> Option<&ModelCache> {
+        self.sources.cache()
     }
 
     /// `--offline`: no network call of any kind.

@@ -17,7 +17,7 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use super::error::ErrorBody;
 use super::responses::{ClassificationResponse, DetectionsResponse, MultiLabelClassificationResponse};
-use super::{infer, legacy, manage, metrics, AppState};
+use super::{available, infer, legacy, manage, metrics, AppState};
 
 pub const OPENAPI_PATH: &str = "/openapi.json";
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -40,6 +40,7 @@ the server's request log line carries the same id.",
         legacy::legacy_get,
         legacy::legacy_post,
         manage::registry,
+        available::models,
         manage::add,
         manage::remove,
         manage::clear,
@@ -452,6 +453,7 @@ mod tests {
             "/infer/keypoints_detection",
             "/{dataset}/{version}",
             "/model/registry",
+            "/models",
             "/model/add",
             "/model/remove",
             "/model/clear",

@@ -1,5 +1,6 @@
 //! The HTTP front: shared state, routes, and serving.
 
+pub mod available;
 pub mod docs;
 pub mod error;
 pub mod infer;
@@ -7,6 +8,7 @@ pub mod legacy;
 pub mod manage;
 pub mod metrics;
 mod observe;
+mod page;
 pub mod responses;
 
 use std::sync::atomic::AtomicBool;
@@ -52,6 +54,7 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/infer/{route}", post(infer::custom))
         .route("/plugins", get(manage::plugins))
         .route("/model/registry", get(manage::registry))
+        .route("/models", get(available::models))
         .route("/model/add", post(manage::add))
         .route("/model/remove", post(manage::remove))
         .route("/model/clear", post(manage::clear))
@@ -65,6 +68,8 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/metrics", get(metrics::render))
         // `/openapi.json`, `/docs`, `/redoc`.
         .merge(docs::routes())
+        // `/`: the page to try a model.
+        .merge(page::routes())
         .fallback(manage::not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(CorsLayer::permissive())

@@ -11,7 +11,19 @@ use image::{DynamicImage, ImageDecoder, ImageReader};
 
 use super::numpy::{decode_numpy, NumpyImage};
 use super::InputError;
-use super::RgbImage;
+
+/// A decoded image: RGB8, row-major, tightly packed.
+pub struct RgbImage {
+    pub width: u32,
+    pub height: u32,
+    pub rgb: Vec<u8>,
+}
+
+impl std::fmt::Debug for RgbImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RgbImage({}x{})", self.width, self.height)
+    }
+}
 
 /// Decodes an encoded image: EXIF orientation applied, alpha dropped (not composited, as
 /// OpenCV does), grey expanded to RGB.

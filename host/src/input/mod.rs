@@ -1,6 +1,7 @@
 //! Request images: where they come from (base64, URL, numpy, upload) and decoding them safely.
 
 pub mod decode;
+mod error;
 pub mod numpy;
 pub mod url;
 
@@ -8,18 +9,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-/// A decoded image: RGB8, row-major, tightly packed.
-pub struct RgbImage {
-    pub width: u32,
-    pub height: u32,
-    pub rgb: Vec<u8>,
-}
-
-impl std::fmt::Debug for RgbImage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RgbImage({}x{})", self.width, self.height)
-    }
-}
+pub use decode::RgbImage;
+pub use error::InputError;
 
 /// Limits on untrusted input.
 #[derive(Clone, Debug)]
@@ -39,26 +30,6 @@ pub enum ImageSource {
     Numpy(Vec<u8>),
     /// An http(s) URL to fetch.
     Url(String),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum InputError {
-    #[error("image type {0:?} is not supported (use base64, url or numpy)")]
-    UnknownType(String),
-    #[error("image value is missing or not a string")]
-    MissingValue,
-    #[error("invalid base64 data: {0}")]
-    Base64(String),
-    #[error("cannot decode image: {0}")]
-    Decode(String),
-    #[error("image of {width}x{height} pixels exceeds the limit of {max} pixels")]
-    TooManyPixels { width: u64, height: u64, max: u64 },
-    #[error("invalid numpy array: {0}")]
-    Numpy(String),
-    #[error("cannot fetch image URL: {0}")]
-    Url(String),
-    #[error("too many images in one request: {got} (limit {max})")]
-    TooManyImages { got: usize, max: usize },
 }
 
 /// Decodes base64 text, tolerating a `data:...;base64,` prefix, whitespace and missing padding.

@@ -134,6 +134,11 @@ def test_metrics_move_after_an_inference(server):
     models = label_values(after, "inference_model_seconds_count", "model") | label_values(
         after, "inference_plugin_seconds_count", "model")
     assert not any(m.startswith("not-a-model") for m in models), models
+    # Requests are labelled with the model they ran; a made-up id never becomes a label.
+    assert delta("inference_requests_total", model="shapes-detect/1", tenant="none", **od) == 1
+    assert delta("inference_requests_total", model="shapes-detect/1", **legacy) == 1
+    request_models = label_values(after, "inference_requests_total", "model")
+    assert not any(m.startswith("not-a-model") for m in request_models), request_models
 
 
 def test_histograms_have_buckets(server):

@@ -304,9 +304,12 @@ def test_roboflow_gets_the_tenants_roboflow_key_never_its_server_key(tenant_serv
     assert r.json()["predictions"]
     keys_seen = set(roboflow.keys_seen)
     assert keys_seen == {RF_KEY}, keys_seen
-    # The admin tenant may read the metrics; others may not.
-    assert requests.get(f"{tenant_server.url}/metrics", headers={"Authorization": f"Bearer {KEYS['ops']}"},
-                        timeout=10).status_code == 200
+    # The admin tenant may read the metrics (requests are labelled by tenant); others may not.
+    metrics = requests.get(f"{tenant_server.url}/metrics", headers={"Authorization": f"Bearer {KEYS['ops']}"},
+                           timeout=10)
+    assert metrics.status_code == 200
+    assert any('model="rf-shapes/1"' in line and 'tenant="ops"' in line and 'status="200"' in line
+               for line in metrics.text.splitlines() if line.startswith("inference_requests_total")), metrics.text
     assert_error(requests.get(f"{tenant_server.url}/metrics", headers={"Authorization": f"Bearer {KEYS['acme']}"},
                               timeout=10), 403)
 

@@ -37,7 +37,10 @@ pub async fn model_with_key(
             return Err(hidden());
         }
         return match state.models.get_with_key(&id, tenant.roboflow_api_key.as_deref()).await {
-            Ok((model, _)) => Ok(model),
+            Ok((model, _)) => {
+                metrics::note_model(&model.description.id);
+                Ok(model)
+            }
             Err(ModelError::NotFound(..)) => Err(hidden()),
             Err(e) => Err(e.into()),
         };
@@ -45,6 +48,7 @@ pub async fn model_with_key(
     let bearer = crate::models::sources::request_bearer();
     let api_key = api_key.filter(|k| !k.is_empty()).or(bearer.as_deref());
     let (model, _loaded_now) = state.models.get_with_key(&id, api_key).await?;
+    metrics::note_model(&model.description.id);
     Ok(model)
 }
 

@@ -175,15 +175,50 @@ impl Drop for InFlight {
     }
 }
 
-/// Middleware: counts and times every request by route template, method and status.
+/// What the handling of a request learns that its metrics are labelled with: the model it ran
+/// (only once resolved, so made-up ids cannot grow the label set) and the tenant it came from.
+#[derive(Default)]
+struct Learned {
+    model: Option<String>,
+    tenant: Option<String>,
+}
+
+tokio::task_local! {
+    static LEARNED: std::cell::RefCell<Learned>;
+}
+
+/// Labels the request being handled with the model it runs.
+pub fn note_model(model: &str) {
+    let _ = LEARNED.try_with(|l| l.borrow_mut().model = Some(model.to_string()));
+}
+
+/// Labels the request being handled with its tenant.
+pub fn note_tenant(tenant: &str) {
+    let _ = LEARNED.try_with(|l| l.borrow_mut().tenant = Some(tenant.to_string()));
+}
+
+/// Middleware: counts and times every request by route template, method, status, model and
+/// tenant (`none` where there is none).
 pub async fn track(request: Request, next: Next) -> Response {
     let route = route_label(&request);
     let method = method_label(request.method());
     let _in_flight = InFlight::start();
     let started = Instant::now();
-    let response = next.run(request).await;
+    let (response, learned) = LEARNED
+        .scope(Default::default(), async {
+            let response = next.run(request).await;
+            (response, LEARNED.with(|l| l.take()))
+        })
+        .await;
     let status = response.status().as_u16().to_string();
-    let labels = [("route", route), ("method", method.to_string()), ("status", status)];
+    let none = || "none".to_string();
+    let labels = [
+        ("route", route),
+        ("method", method.to_string()),
+        ("status", status),
+        ("model", learned.model.unwrap_or_else(none)),
+        ("tenant", learned.tenant.unwrap_or_else(none)),
+    ];
     metrics::counter!(REQUESTS_TOTAL, &labels).increment(1);
     metrics::histogram!(REQUEST_SECONDS, &labels).record(started.elapsed().as_secs_f64());
     response

@@ -138,6 +138,7 @@ async fn admit(gate: &Gate, request: Request) -> Result<(Arc<Tenant>, super::Adm
         }
     })?;
     tracing::Span::current().record("tenant", tenant.name.as_str());
+    crate::server::metrics::note_tenant(&tenant.name);
     Ok((tenant, admission, Request::from_parts(parts, Body::from(bytes))))
 }
 

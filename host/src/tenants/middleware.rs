@@ -91,25 +91,37 @@ async fn admit(gate: &Gate, request: Request) -> Result<(Arc<Tenant>, super::Adm
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > gate.max_body_bytes) {
-        return Err(too_large());
-    }
-    // Read the body now: its `api_key` may be the credential. Bounded by the server's limit.
-    let bytes: Bytes =
-        axum::body::to_bytes(body, gate.max_body_bytes)
-            .await
-            .map_err(|e| match std::error::Error::source(&e) {
-                Some(s) if s.is::<http_body_util::LengthLimitError>() => too_large(),
-                _ => ApiError::BadRequest(format!("Cannot read request body: {e}")),
-            })?;
-    let key = crate::models::sources::bearer(&parts.headers)
-        .or_else(|| query_key(parts.uri.query()))
-        .or_else(|| body_key(&bytes));
-    let tenant = key.and_then(|k| gate.tenants.authenticate(&k)).ok_or_else(|| {
+    let unauthorized = || {
         ApiError::Unauthorized(
             "A valid API key is required: pass api_key (query or JSON body) or Authorization: Bearer <key>".into(),
         )
-    })?;
+    };
+    // A key in the header or query is checked before the body is read, so a request with a
+    // wrong one costs no body, and a known tenant's body is read only up to its own cap.
+    let early = match crate::models::sources::bearer(&parts.headers).or_else(|| query_key(parts.uri.query())) {
+        Some(key) => Some(gate.tenants.authenticate(&key).ok_or_else(unauthorized)?),
+        None => None,
+    };
+    let cap = early
+        .as_ref()
+        .and_then(|t| t.max_body_bytes())
+        .map_or(gate.max_body_bytes, |m| m.min(gate.max_body_bytes));
+    if let Some(size) = declared.filter(|n| *n > cap) {
+        return Err(too_large(size, cap));
+    }
+    // The body's `api_key` may be the credential. Bounded by the cap.
+    let bytes: Bytes = axum::body::to_bytes(body, cap)
+        .await
+        .map_err(|e| match std::error::Error::source(&e) {
+            Some(s) if s.is::<http_body_util::LengthLimitError>() => too_large(cap + 1, cap),
+            _ => ApiError::BadRequest(format!("Cannot read request body: {e}")),
+        })?;
+    let tenant = match early {
+        Some(tenant) => tenant,
+        None => body_key(&bytes)
+            .and_then(|k| gate.tenants.authenticate(&k))
+            .ok_or_else(unauthorized)?,
+    };
     if is_admin_only(parts.uri.path()) && !tenant.admin {
         return Err(ApiError::Forbidden(format!(
             "{} needs an admin tenant's key",
@@ -118,10 +130,7 @@ async fn admit(gate: &Gate, request: Request) -> Result<(Arc<Tenant>, super::Adm
     }
     if let Some(max) = tenant.max_body_bytes() {
         if bytes.len() > max {
-            return Err(ApiError::PayloadTooLarge(format!(
-                "Request body of {} bytes is larger than this tenant's limit of {max} bytes",
-                bytes.len()
-            )));
+            return Err(too_large(bytes.len(), max));
         }
     }
     let admission = tenant.admit().map_err(|refusal| {
@@ -142,8 +151,10 @@ async fn admit(gate: &Gate, request: Request) -> Result<(Arc<Tenant>, super::Adm
     Ok((tenant, admission, Request::from_parts(parts, Body::from(bytes))))
 }
 
-fn too_large() -> ApiError {
-    ApiError::PayloadTooLarge("Request body is larger than the server's limit".into())
+fn too_large(size: usize, max: usize) -> ApiError {
+    ApiError::PayloadTooLarge(format!(
+        "Request body of {size} bytes or more is larger than the limit of {max} bytes"
+    ))
 }
 
 #[cfg(test)]

@@ -371,3 +371,33 @@ def test_openapi_documents_the_gates_answers(tenant_server):
         assert "Retry-After" in responses["429"]["headers"]
     assert "403" in doc["paths"]["/metrics"]["get"]["responses"]
     assert "401" not in doc["paths"]["/healthz"]["get"]["responses"]
+
+
+def test_tenants_file_changes_apply_without_restart(start_server, tmp_path):
+    path = tmp_path / "tenants.toml"
+    one = (f'[[tenant]]\nname = "first"\napi_keys = ["{sha("first-key")}"]\nmodels = ["shapes-*"]\n'
+           f'plugins = ["*"]\n')
+    path.write_text(one)
+    server = start_server(["--tenants", str(path)])
+
+    def status(key):
+        return requests.get(f"{server.url}/model/registry", params={"api_key": key}, timeout=10).status_code
+
+    def eventually(predicate, what):
+        deadline = time.monotonic() + 15
+        while not predicate():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.25)
+
+    assert status("first-key") == 200 and status("second-key") == 401
+    # A tenant added to the file can call within seconds.
+    path.write_text(one + f'[[tenant]]\nname = "second"\napi_keys = ["{sha("second-key")}"]\nmodels = ["*"]\n')
+    eventually(lambda: status("second-key") == 200, "the added tenant is served")
+    # A broken file is refused, loudly, and the tenants in force stay.
+    path.write_text(one + 'typo = true\n')
+    eventually(lambda: "tenants file refused" in server.log_tail(400), "the broken file is reported")
+    assert status("first-key") == 200 and status("second-key") == 200
+    # A removed tenant's key stops working.
+    path.write_text(one + "\n")
+    eventually(lambda: status("second-key") == 401, "the removed tenant is refused")
+    assert status("first-key") == 200

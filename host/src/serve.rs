@@ -19,7 +19,6 @@ use crate::nn::{self, SessionOptions};
 use crate::plugins::{CallLimits, PluginRegistry, PluginRuntime};
 use crate::server::{self, AppState};
 use crate::tenants::middleware::Gate;
-use crate::tenants::Tenants;
 
 /// `$XDG_CACHE_HOME/inference`, else `~/.cache/inference`.
 fn default_cache_dir() -> Option<PathBuf> {
@@ -115,7 +114,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let app = server::router(state.clone(), args.max_body_bytes);
-    tokio::spawn(watch_plugins(state.clone()));
+    let watched = state.clone();
+    every_rescan(move || watched.plugins.scan(&watched.runtime));
+    if let Some(gate) = state.gate.clone() {
+        every_rescan(move || gate.reload_if_changed());
+    }
     tokio::spawn(preload(state.clone(), pinned, args.budgets.preload_api_key.clone()));
     tracing::info!(url = %format!("http://{addr}"), models_dir = %args.models_dir.display(),
         plugins_dir = %plugins_dir.display(), startup_ms = started.elapsed().as_millis() as u64, "server ready");
@@ -132,12 +135,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 fn open_or_gated(args: &ServeArgs) -> Result<Option<Arc<Gate>>> {
     match &args.tenants {
         Some(path) => {
-            let tenants = Tenants::load(path)?;
-            tracing::info!(file = %path.display(), tenants = tenants.count(), "multi-tenant mode: every API call needs a tenant's key");
-            Ok(Some(Arc::new(Gate {
-                tenants,
-                max_body_bytes: args.max_body_bytes,
-            })))
+            let gate = Gate::load(path.clone(), args.max_body_bytes)?;
+            tracing::info!(file = %path.display(), tenants = gate.tenants().count(),
+                "multi-tenant mode: every API call needs a tenant's key (the file is re-read when it changes)");
+            Ok(Some(Arc::new(gate)))
         }
         None if args.target.host.is_loopback() => {
             tracing::warn!("serving open (no --tenants): every client that can connect may use every model and plugin");
@@ -180,18 +181,22 @@ async fn preload(state: Arc<AppState>, ids: Vec<ModelId>, api_key: Option<String
     state.ready.store(true, Ordering::Release);
 }
 
-/// How often the plugins directory is rescanned for added, replaced or removed plugins.
-const PLUGIN_RESCAN: Duration = Duration::from_secs(2);
+/// How often the plugins directory and the tenants file are checked for changes.
+const RESCAN: Duration = Duration::from_secs(2);
 
-async fn watch_plugins(state: Arc<AppState>) {
-    let mut tick = tokio::time::interval(PLUGIN_RESCAN);
-    tick.tick().await;
-    loop {
+/// Runs the blocking `check` every `RESCAN`, off the async threads (it reads the file system,
+/// and compiling a changed plugin takes a while).
+fn every_rescan(check: impl Fn() + Send + Sync + 'static) {
+    let check = Arc::new(check);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RESCAN);
         tick.tick().await;
-        let state = state.clone();
-        // Compiling a changed plugin is blocking work.
-        let _ = tokio::task::spawn_blocking(move || state.plugins.scan(&state.runtime)).await;
-    }
+        loop {
+            tick.tick().await;
+            let check = check.clone();
+            let _ = tokio::task::spawn_blocking(move || check()).await;
+        }
+    });
 }
 
 async fn shutdown_signal() {

@@ -11,7 +11,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::{Refusal, Tenant, Tenants};
+pub use super::gate::Gate;
+use super::{Refusal, Tenant};
 use crate::server::error::ApiError;
 
 tokio::task_local! {
@@ -21,13 +22,6 @@ tokio::task_local! {
 /// The tenant of the request being handled; `None` when the server runs open.
 pub fn current() -> Option<Arc<Tenant>> {
     TENANT.try_with(Clone::clone).ok()
-}
-
-/// What the gate needs besides the tenants.
-pub struct Gate {
-    pub tenants: Tenants,
-    /// The server's body limit: bodies are read (to find a key in them) up to this.
-    pub max_body_bytes: usize,
 }
 
 /// Routes anyone may call: liveness, readiness, identity, documentation and the try-it page
@@ -86,6 +80,7 @@ pub async fn authenticate(State(gate): State<Arc<Gate>>, request: Request, next:
 
 async fn admit(gate: &Gate, request: Request) -> Result<(Arc<Tenant>, super::Admission, Request), ApiError> {
     let (parts, body) = request.into_parts();
+    let tenants = gate.tenants();
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -99,7 +94,7 @@ async fn admit(gate: &Gate, request: Request) -> Result<(Arc<Tenant>, super::Adm
     // A key in the header or query is checked before the body is read, so a request with a
     // wrong one costs no body, and a known tenant's body is read only up to its own cap.
     let early = match crate::models::sources::bearer(&parts.headers).or_else(|| query_key(parts.uri.query())) {
-        Some(key) => Some(gate.tenants.authenticate(&key).ok_or_else(unauthorized)?),
+        Some(key) => Some(tenants.authenticate(&key).ok_or_else(unauthorized)?),
         None => None,
     };
     let cap = early
@@ -119,7 +114,7 @@ async fn admit(gate: &Gate, request: Request) -> Result<(Arc<Tenant>, super::Adm
     let tenant = match early {
         Some(tenant) => tenant,
         None => body_key(&bytes)
-            .and_then(|k| gate.tenants.authenticate(&k))
+            .and_then(|k| tenants.authenticate(&k))
             .ok_or_else(unauthorized)?,
     };
     if is_admin_only(parts.uri.path()) && !tenant.admin {

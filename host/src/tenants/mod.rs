@@ -5,6 +5,7 @@
 
 pub mod cmd;
 pub mod config;
+mod gate;
 pub mod middleware;
 
 use std::num::NonZeroU32;

@@ -75,7 +75,7 @@ def test_folder_json_lines_progress_and_pictures(inference_bin, server, tmp_path
     assert [p.split("]")[0] for p in progress] == ["[1/3", "[2/3", "[3/3"], r.stderr
     assert all("images/s" in p for p in progress)
     sizes = {p.name: Image.open(p).size for p in out.iterdir()}
-    assert sizes == {"02_multi_640x480.jpg": (640, 480), "13_multi_300x200.jpg": (300, 200),
+    assert sizes == {"02_multi_640x480.jpg": (640, 480), "13_multi_300x200.png.jpg": (300, 200),
                      "21_single_500x375.jpg": (500, 375)}
 
 

@@ -173,14 +173,21 @@ async fn infer_all(args: &InferArgs, base: &str, inputs: Vec<Input>, folder: boo
 }
 
 /// Where the annotated picture of `name` goes: `--out` itself for one image, else
-/// `<out>/<file stem>.jpg`.
+/// `<out>/<stem>.jpg` for a JPEG and `<out>/<file name>.jpg` for the others, so `a.jpg` and
+/// `a.png` in one folder do not overwrite each other's picture.
 fn picture_path(out: Option<&Path>, name: &str, folder: bool) -> Option<PathBuf> {
     let out = out?;
     if !folder && !out.is_dir() {
         return Some(out.to_path_buf());
     }
-    let stem = Path::new(name).file_stem().and_then(|s| s.to_str()).unwrap_or("image");
-    Some(out.join(format!("{stem}.jpg")))
+    let path = Path::new(name);
+    let is_jpeg = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg"));
+    let base = if is_jpeg { path.file_stem() } else { path.file_name() };
+    let base = base.and_then(|s| s.to_str()).unwrap_or("image");
+    Some(out.join(format!("{base}.jpg")))
 }
 
 async fn infer_one(
@@ -298,6 +305,10 @@ mod tests {
         assert_eq!(picture_path(Some(out), "x/cat.png", false).unwrap(), out);
         assert_eq!(
             picture_path(Some(Path::new("pics")), "x/cat.png", true).unwrap(),
+            Path::new("pics/cat.png.jpg")
+        );
+        assert_eq!(
+            picture_path(Some(Path::new("pics")), "x/cat.JPEG", true).unwrap(),
             Path::new("pics/cat.jpg")
         );
         assert!(picture_path(None, "cat.png", true).is_none());

@@ -111,6 +111,23 @@ macro_rules! plugin_glue {
             Ok(())
         }
 
+        /// One image's candidates that the request's detection parameters keep (`keep`: NMS,
+        /// or ranking for end-to-end heads).
+        #[allow(dead_code)] // classification has no boxes
+        fn kept(
+            candidates: Vec<$crate::Candidate>,
+            layout: $crate::OutputLayout,
+            params: &crate::inference::plugins::types::DetectionParams,
+        ) -> Vec<$crate::Candidate> {
+            $crate::keep(
+                candidates,
+                layout,
+                params.iou_threshold,
+                params.class_agnostic_nms,
+                params.max_detections as usize,
+            )
+        }
+
         /// The response record of a kept candidate (box centre and size in original-image
         /// pixels, class named from the model), or `None` when the request's class filter
         /// leaves it out.

@@ -138,13 +138,7 @@ impl Guest for Plugin {
             for (b, transform) in transforms.iter().enumerate() {
                 let candidates = guest::decode(&dets.data, &dets.dims, b, layout, channels.classes, det.confidence)
                     .map_err(unsupported)?;
-                let kept = guest::keep(
-                    candidates,
-                    layout,
-                    det.iou_threshold,
-                    det.class_agnostic_nms,
-                    det.max_detections as usize,
-                );
+                let kept = kept(candidates, layout, det);
                 let image_protos = Protos::from_output(&protos.data, &protos.dims, b).map_err(unsupported)?;
                 let decoder = guest::MaskDecoder::new(image_protos, model.input_width, model.input_height, mode)
                     .map_err(|e| error(ErrorKind::InvalidInput, e))?;

@@ -52,13 +52,7 @@ impl Guest for Plugin {
             }
             for (b, transform) in transforms.iter().enumerate() {
                 let candidates = guest::decode(&data, &out_dims, b, layout, nc, det.confidence).map_err(unsupported)?;
-                let kept = guest::keep(
-                    candidates,
-                    layout,
-                    det.iou_threshold,
-                    det.class_agnostic_nms,
-                    det.max_detections as usize,
-                );
+                let kept = kept(candidates, layout, det);
                 let mut poses = Vec::with_capacity(kept.len());
                 for c in kept {
                     let Some(detection) = detection(&model, det, transform, &c) else {

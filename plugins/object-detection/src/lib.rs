@@ -39,13 +39,7 @@ impl Guest for Plugin {
             for (b, transform) in transforms.iter().enumerate() {
                 let candidates =
                     guest::decode(&data, &out_dims, b, layout, nc, params.confidence).map_err(unsupported)?;
-                let kept = guest::keep(
-                    candidates,
-                    layout,
-                    params.iou_threshold,
-                    params.class_agnostic_nms,
-                    params.max_detections as usize,
-                );
+                let kept = kept(candidates, layout, &params);
                 results.push(
                     kept.iter()
                         .filter_map(|c| detection(&model, &params, transform, c))

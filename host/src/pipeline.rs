@@ -32,16 +32,15 @@ pub async fn model_with_key(
     if let Some(tenant) = tenants::current() {
         // Another tenant's model and a model that does not exist get the same answer, and the
         // tenant's key to this server is never sent upstream: its Roboflow key is configured.
-        let hidden = || ApiError::NotFound(format!("Model {id} not found"));
         if !tenant.may_use_model(&id) {
-            return Err(hidden());
+            return Err(tenants::hidden_model(&id));
         }
         return match state.models.get_with_key(&id, tenant.roboflow_api_key.as_deref()).await {
             Ok((model, _)) => {
                 metrics::note_model(&model.description.id);
                 Ok(model)
             }
-            Err(ModelError::NotFound(..)) => Err(hidden()),
+            Err(ModelError::NotFound(..)) => Err(tenants::hidden_model(&id)),
             Err(e) => Err(e.into()),
         };
     }
@@ -54,8 +53,7 @@ pub async fn model_with_key(
 
 /// A plugin, if the request's tenant (if any) may use it.
 pub fn usable(plugin: Option<Arc<LoadedPlugin>>) -> Option<Arc<LoadedPlugin>> {
-    let tenant = tenants::current();
-    plugin.filter(|p| tenant.is_none_or(|t| t.may_use_plugin(&p.manifest.name)))
+    plugin.filter(|p| tenants::allows_plugin(&p.manifest.name))
 }
 
 /// Refuses a model on another task's route, naming the right one.

@@ -64,17 +64,12 @@ pub struct Status {
     pub status: &'static str,
 }
 
-/// Whether the request's tenant (if any) may see or use model `id`.
-fn visible(id: &ModelId) -> bool {
-    tenants::current().is_none_or(|t| t.may_use_model(id))
-}
-
 fn describe(state: &AppState) -> ModelsDescriptions {
     let models = state
         .models
         .loaded()
         .into_iter()
-        .filter(|(id, _)| visible(id))
+        .filter(|(id, _)| tenants::allows_model(id))
         .map(|(id, model)| {
             let d = &model.description;
             ModelDescriptionEntry {
@@ -155,8 +150,8 @@ pub async fn remove(
     let purge = purge_flag(query)?;
     let request: ModelRequest = parse_json(&body?)?;
     let id = ModelId::parse(&request.model_id)?;
-    if !visible(&id) {
-        return Err(ApiError::NotFound(format!("Model {id} not found")));
+    if !tenants::allows_model(&id) {
+        return Err(tenants::hidden_model(&id));
     }
     state
         .models
@@ -261,7 +256,7 @@ pub async fn plugins(State(state): State<Arc<AppState>>) -> Json<serde_json::Val
         .plugins
         .list()
         .iter()
-        .filter(|p| tenant.as_ref().is_none_or(|t| t.may_use_plugin(&p.manifest.name)))
+        .filter(|p| tenants::allows_plugin(&p.manifest.name))
         .map(|p| {
             json!({
                 "name": p.manifest.name,

@@ -93,19 +93,9 @@ pub fn run(action: ModelsAction) -> Result<()> {
     }
 }
 
+/// `3.0 MiB`: binary units, as the cache's budget flag also accepts them.
 fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
+    bytesize::ByteSize(bytes).display().iec().to_string()
 }
 
 /// Progress of `models pull` on stderr: a bar with size, rate and ETA per file on a terminal,
@@ -226,5 +216,6 @@ mod tests {
     fn human_sizes() {
         assert_eq!(human(12), "12 B");
         assert_eq!(human(3 << 20), "3.0 MiB");
+        assert_eq!(human(1536 << 20), "1.5 GiB");
     }
 }

@@ -6,6 +6,7 @@ mod cli;
 mod client;
 mod daemon;
 mod input;
+mod metrics;
 mod models;
 mod nn;
 mod pipeline;

@@ -7,16 +7,18 @@ use std::time::Instant;
 use futures_util::future::try_join_all;
 
 use crate::input::{self, ImageSource, InputError, RgbImage};
+use crate::metrics;
 use crate::models::{LoadedModel, ModelError, ModelId, Task};
 use crate::plugins::bindings::{classify, keypoints_api, segment, wit};
-use crate::plugins::{CallOutcome, LoadedPlugin, TaskOutput, TaskParams};
+use crate::plugins::{CallError, CallOutcome, LoadedPlugin, TaskOutput, TaskParams};
 use crate::server::error::ApiError;
+use crate::server::metrics::note_model;
 use crate::server::responses::{
     ClassPrediction, ClassificationResponse, CustomResponse, DetectionsResponse, ImageSize, InferenceResponse,
     KeypointPrediction, MultiLabelClassificationResponse, MultiLabelScore, ObjectDetectionPrediction, Point,
     Prediction, Rle, Visualization,
 };
-use crate::server::{metrics, AppState};
+use crate::server::AppState;
 use crate::tenants;
 use crate::visualize::{self, Style};
 
@@ -37,7 +39,7 @@ pub async fn model_with_key(
         }
         return match state.models.get_with_key(&id, tenant.roboflow_api_key.as_deref()).await {
             Ok((model, _)) => {
-                metrics::note_model(&model.description.id);
+                note_model(&model.description.id);
                 Ok(model)
             }
             Err(ModelError::NotFound(..)) => Err(tenants::hidden_model(&id)),
@@ -47,7 +49,7 @@ pub async fn model_with_key(
     let bearer = crate::models::sources::request_bearer();
     let api_key = api_key.filter(|k| !k.is_empty()).or(bearer.as_deref());
     let (model, _loaded_now) = state.models.get_with_key(&id, api_key).await?;
-    metrics::note_model(&model.description.id);
+    note_model(&model.description.id);
     Ok(model)
 }
 
@@ -247,7 +249,7 @@ async fn call<'a>(
     })
     .await
     .map_err(|e| ApiError::Internal(format!("plugin thread failed: {e}")))?;
-    let outcome = outcome.inspect_err(metrics::record_plugin_failure)?;
+    let outcome = outcome.inspect_err(CallError::record)?;
     metrics::record_plugin(&model.description.id, &plugin_name, started.elapsed());
     let time = started.elapsed().as_secs_f64();
     tracing::debug!(model = %model.description.id, images = sizes.len(), plugin_ms = outcome.elapsed.as_secs_f64() * 1e3,

@@ -22,7 +22,7 @@ use super::cache::{safe_file_name, FileRecord, ModelCache, Staging};
 use super::id::ModelId;
 use super::roboflow;
 use super::store::ModelError;
-use crate::server::metrics;
+use crate::metrics;
 
 /// Largest model file accepted from a source that does not declare its size.
 pub const MAX_MODEL_BYTES: u64 = 4 << 30;

@@ -205,7 +205,7 @@ impl ModelStore {
             };
             for id in &unloaded {
                 tracing::info!(model = %id, max_loaded = max, "model unloaded (least recently used)");
-                metrics::counter!(crate::server::metrics::UNLOADS_TOTAL).increment(1);
+                crate::metrics::record_unload();
                 if let Some(cache) = self.sources.cache() {
                     cache.touch(id);
                 }
@@ -228,7 +228,7 @@ impl ModelStore {
             Ok(Ok(evicted)) => {
                 for (id, bytes) in evicted {
                     tracing::info!(model = %id, bytes, max_bytes = max, "cached model files evicted (least recently used)");
-                    metrics::counter!(crate::server::metrics::EVICTIONS_TOTAL).increment(1);
+                    crate::metrics::record_eviction();
                 }
             }
             Ok(Err(e)) => tracing::warn!("cache eviction failed: {e}"),

@@ -128,7 +128,7 @@ impl OnnxModel {
         // ONNX Runtime's own time: after a session is free, until its outputs are converted.
         let started = Instant::now();
         let result = run_session(&mut session, values, &self.signature.outputs);
-        crate::server::metrics::record_model_run(&self.name, started.elapsed());
+        crate::metrics::record_model_run(&self.name, started.elapsed());
         self.checkin(session);
         result
     }

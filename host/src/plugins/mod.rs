@@ -46,6 +46,24 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// Counts the failure: traps and timeouts, or the kind of error the plugin returned.
+    pub fn record(&self) {
+        match self {
+            CallError::Timeout { plugin, .. } => crate::metrics::record_plugin_trap(plugin, "timeout"),
+            CallError::Trap { plugin, .. } => crate::metrics::record_plugin_trap(plugin, "trap"),
+            CallError::Plugin { plugin, kind, .. } => crate::metrics::record_plugin_error(
+                plugin,
+                match kind {
+                    PluginErrorKind::InvalidInput => "invalid_input",
+                    PluginErrorKind::UnsupportedModel => "unsupported_model",
+                    PluginErrorKind::InferenceFailed => "inference_failed",
+                    PluginErrorKind::OutputTooLarge => "output_too_large",
+                    PluginErrorKind::InvalidOutput => "invalid_output",
+                },
+            ),
+        }
+    }
+
     pub(crate) fn from_trap(
         plugin: &str,
         limits: &CallLimits,

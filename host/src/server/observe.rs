@@ -41,7 +41,7 @@ fn request_span(request: &Request<Body>) -> tracing::Span {
 /// Wraps every route (and the fallback) of `router`: call it after the last route is added.
 /// Outermost first: request id, trace span and log line, response header, metrics.
 pub fn instrument(router: Router<Arc<AppState>>) -> Router<Arc<AppState>> {
-    metrics::init();
+    crate::metrics::init();
     let header = HeaderName::from_static(REQUEST_ID_HEADER);
     router
         .layer(axum::middleware::from_fn(metrics::track))

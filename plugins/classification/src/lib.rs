@@ -5,16 +5,12 @@
 
 use inference_guest as guest;
 
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "classification",
-    generate_all,
-});
+use guest::bindings::classification::exports::inference::plugins::classify::{
+    ClassScore, Classification, ClassificationParams, Guest,
+};
+use guest::wit::{Activation, ErrorKind, Image, ModelInfo, PluginError};
 
-use exports::inference::plugins::classify::{ClassScore, Classification, ClassificationParams, Guest};
-use inference::plugins::types::{Activation, ErrorKind, Image, ModelInfo, PluginError};
-
-guest::plugin_glue!();
+use guest::glue::{error, first_output, model_input, name_of, run_batches};
 
 struct Plugin;
 
@@ -44,11 +40,7 @@ impl Guest for Plugin {
                     .into_iter()
                     .map(|(class_id, confidence)| ClassScore {
                         class_id,
-                        class_name: model
-                            .class_names
-                            .get(class_id as usize)
-                            .cloned()
-                            .unwrap_or_else(|| class_id.to_string()),
+                        class_name: name_of(&model.class_names, class_id),
                         confidence,
                     })
                     .collect();
@@ -60,4 +52,4 @@ impl Guest for Plugin {
     }
 }
 
-export!(Plugin);
+guest::export_classification!(Plugin);

@@ -41,14 +41,34 @@ pub enum OutputLayout {
 const MAX_END_TO_END_ROWS: usize = 1000;
 
 /// `[B, d1, d2]` (or `[d1, d2]` for one image) as `(B, d1, d2)`.
-fn split_dims(dims: &[usize]) -> Result<(usize, usize, usize), String> {
+pub(crate) fn split_dims(dims: &[usize]) -> Result<(usize, usize, usize), String> {
     match *dims {
         [b, d1, d2] => Ok((b, d1, d2)),
         [d1, d2] => Ok((1, d1, d2)),
-        _ => Err(format!(
-            "detection output must have 3 dimensions [batch, a, b], got {dims:?}"
-        )),
+        _ => Err(format!("the output must have 3 dimensions [batch, a, b], got {dims:?}")),
     }
+}
+
+/// Image `batch_index`'s slice of a `[B, d1, d2]` detection output, with `d1` and `d2`; an
+/// output whose size does not match its dims, or a batch index out of range, is an error.
+pub(crate) fn batch_slice<'a>(
+    output: &'a [f32],
+    dims: &[usize],
+    batch_index: usize,
+) -> Result<(&'a [f32], usize, usize), String> {
+    let (b, d1, d2) = split_dims(dims)?;
+    let per = d1 * d2;
+    if output.len() != b * per {
+        return Err(format!(
+            "output has {} values but dims {dims:?} need {}",
+            output.len(),
+            b * per
+        ));
+    }
+    if batch_index >= b {
+        return Err(format!("batch index {batch_index} out of range for {b}"));
+    }
+    Ok((&output[batch_index * per..][..per], d1, d2))
 }
 
 /// Guesses the layout from the output dims `[B, d1, d2]` and the number of classes
@@ -98,19 +118,7 @@ pub fn decode(
     nc: usize,
     conf_threshold: f32,
 ) -> Result<Vec<Candidate>, String> {
-    let (b, d1, d2) = split_dims(dims)?;
-    let per = d1 * d2;
-    if output.len() != b * per {
-        return Err(format!(
-            "output has {} values but dims {dims:?} need {}",
-            output.len(),
-            b * per
-        ));
-    }
-    if batch_index >= b {
-        return Err(format!("batch index {batch_index} out of range for {b}"));
-    }
-    let out = &output[batch_index * per..][..per];
+    let (out, d1, d2) = batch_slice(output, dims, batch_index)?;
     match layout {
         OutputLayout::YoloV8 => {
             let nc = classes(nc, d1, 4, dims)?;

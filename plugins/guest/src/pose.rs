@@ -5,7 +5,7 @@
 //! `K x D` extra values after the class scores: `x y` (D = 2) or `x y visibility`
 //! (D = 3, visibility already passed through a sigmoid), `x`/`y` in tensor pixels.
 
-use crate::detect::OutputLayout;
+use crate::detect::{batch_slice, split_dims, OutputLayout};
 use crate::preprocess::Transform;
 
 /// How many keypoints a detection has and how many values each one takes.
@@ -34,17 +34,6 @@ impl KeypointShape {
     /// Values per detection.
     pub fn values(&self) -> usize {
         self.count * self.dims
-    }
-}
-
-/// `[B, d1, d2]` (or `[d1, d2]`) as `(B, d1, d2)`.
-fn split_dims(dims: &[usize]) -> Result<(usize, usize, usize), String> {
-    match *dims {
-        [b, d1, d2] => Ok((b, d1, d2)),
-        [d1, d2] => Ok((1, d1, d2)),
-        _ => Err(format!(
-            "pose output must have 3 dimensions [batch, a, b], got {dims:?}"
-        )),
     }
 }
 
@@ -126,24 +115,15 @@ pub fn raw_keypoints(
     shape: KeypointShape,
     anchor: usize,
 ) -> Result<Vec<[f32; 3]>, String> {
-    let (b, d1, d2) = split_dims(dims)?;
-    let per = d1 * d2;
-    if output.len() != b * per {
-        return Err(format!(
-            "output has {} values but dims {dims:?} need {}",
-            output.len(),
-            b * per
-        ));
-    }
+    let (out, d1, d2) = batch_slice(output, dims, batch_index)?;
     let (width, base) = anchor_width(d1, d2, layout, nc);
     let anchors = if layout == OutputLayout::YoloV8 { d2 } else { d1 };
-    if batch_index >= b || anchor >= anchors || base + shape.values() > width || shape.dims < 2 {
+    if anchor >= anchors || base + shape.values() > width || shape.dims < 2 {
         return Err(format!(
             "no keypoints at batch {batch_index}, anchor {anchor} of output {dims:?} ({nc} classes, {} x {})",
             shape.count, shape.dims
         ));
     }
-    let out = &output[batch_index * per..][..per];
     let value = |i: usize| match layout {
         OutputLayout::YoloV8 => out[(base + i) * d2 + anchor],
         _ => out[anchor * d2 + base + i],

@@ -5,19 +5,13 @@
 
 use inference_guest::{self as guest, MaskChannels, MaskMode, Protos};
 
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "instance-segmentation",
-    generate_all,
-});
-
-use exports::inference::plugins::segment::{
+use guest::bindings::instance_segmentation::exports::inference::plugins::segment::{
     Guest, Instance, MaskDecodeMode, MaskFormat, Point, Rle, SegmentationParams,
 };
-use inference::plugins::types::{ErrorKind, Image, ModelInfo, PluginError};
-use wasi::nn::tensor;
+use guest::nn::tensor;
+use guest::wit::{ErrorKind, Image, ModelInfo, PluginError};
 
-guest::plugin_glue!();
+use guest::glue::{detection, error, kept, model_input, run_batches, tensor_f32};
 
 struct Plugin;
 
@@ -29,16 +23,8 @@ struct Output {
 
 impl Output {
     fn read(name: &str, t: &tensor::Tensor) -> Result<Self, PluginError> {
-        if t.ty() != tensor::TensorType::Fp32 {
-            return Err(error(
-                ErrorKind::UnsupportedModel,
-                format!("output {name} is {:?}, float32 expected", t.ty()),
-            ));
-        }
-        Ok(Self {
-            dims: t.dimensions().iter().map(|d| *d as usize).collect(),
-            data: guest::le_bytes_to_f32(&t.data()),
-        })
+        let (dims, data) = tensor_f32(name, t)?;
+        Ok(Self { dims, data })
     }
 }
 
@@ -185,4 +171,4 @@ impl Guest for Plugin {
     }
 }
 
-export!(Plugin);
+guest::export_instance_segmentation!(Plugin);

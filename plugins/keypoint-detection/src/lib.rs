@@ -4,16 +4,12 @@
 
 use inference_guest::{self as guest, pose, KeypointShape};
 
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "keypoint-detection",
-    generate_all,
-});
+use guest::bindings::keypoint_detection::exports::inference::plugins::keypoints::{
+    Guest, Keypoint, KeypointParams, Pose,
+};
+use guest::wit::{ErrorKind, Image, ModelInfo, PluginError};
 
-use exports::inference::plugins::keypoints::{Guest, Keypoint, KeypointParams, Pose};
-use inference::plugins::types::{ErrorKind, Image, ModelInfo, PluginError};
-
-guest::plugin_glue!();
+use guest::glue::{detection, error, first_output, kept, model_input, name_of, run_batches};
 
 struct Plugin;
 
@@ -68,10 +64,7 @@ impl Guest for Plugin {
                             y: k.y,
                             confidence: k.confidence,
                             class_id: k.id,
-                            class_name: names
-                                .and_then(|n| n.get(k.id as usize))
-                                .cloned()
-                                .unwrap_or_else(|| k.id.to_string()),
+                            class_name: names.map_or_else(|| k.id.to_string(), |n| name_of(n, k.id)),
                         })
                         .collect();
                     poses.push(Pose { detection, keypoints });
@@ -84,4 +77,4 @@ impl Guest for Plugin {
     }
 }
 
-export!(Plugin);
+guest::export_keypoint_detection!(Plugin);

@@ -4,16 +4,10 @@
 
 use inference_guest as guest;
 
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "object-detection",
-    generate_all,
-});
+use guest::bindings::object_detection::exports::inference::plugins::detection::Guest;
+use guest::wit::{Detection, DetectionParams, ErrorKind, Image, ModelInfo, PluginError};
 
-use exports::inference::plugins::detection::Guest;
-use inference::plugins::types::{Detection, DetectionParams, ErrorKind, Image, ModelInfo, PluginError};
-
-guest::plugin_glue!();
+use guest::glue::{detection, error, first_output, kept, model_input, run_batches};
 
 struct Plugin;
 
@@ -52,4 +46,4 @@ impl Guest for Plugin {
     }
 }
 
-export!(Plugin);
+guest::export_object_detection!(Plugin);

@@ -11,14 +11,8 @@ use std::collections::BTreeMap;
 use inference_guest as guest;
 use serde::Deserialize;
 
-wit_bindgen::generate!({
-    path: "../../../wit",
-    world: "custom-task",
-    generate_all,
-});
-
-use exports::inference::plugins::custom::Guest;
-use inference::plugins::types::{ErrorKind, Image, ModelInfo, PluginError};
+use guest::bindings::custom_task::exports::inference::plugins::custom::Guest;
+use guest::wit::{ErrorKind, Image, ModelInfo, PluginError};
 
 #[derive(Deserialize)]
 struct Params {
@@ -38,8 +32,7 @@ fn default_iou() -> f32 {
     0.45
 }
 
-// error, model_input, run_batches, first_output, ...: the glue every plugin needs.
-guest::plugin_glue!();
+use guest::glue::{error, first_output, model_input, name_of, run_batches};
 
 struct Plugin;
 
@@ -68,11 +61,7 @@ impl Guest for Plugin {
                             continue;
                         }
                     }
-                    let name = model
-                        .class_names
-                        .get(c.class_id as usize)
-                        .cloned()
-                        .unwrap_or_else(|| c.class_id.to_string());
+                    let name = name_of(&model.class_names, c.class_id);
                     *counts.entry(name.clone()).or_default() += 1;
                     *totals.entry(name).or_default() += 1;
                 }
@@ -86,4 +75,4 @@ impl Guest for Plugin {
     }
 }
 
-export!(Plugin);
+guest::export_custom_task!(Plugin);

@@ -5,15 +5,10 @@
 //! millions of detections, `foreign-graph` loads a graph it was not given, `read-file` and
 //! `env` look for host files and environment, `ok` returns one fixed detection.
 
-wit_bindgen::generate!({
-    path: "../../../wit",
-    world: "object-detection",
-    generate_all,
-});
-
-use exports::inference::plugins::detection::Guest;
-use inference::plugins::types::{Detection, DetectionParams, ErrorKind, Image, ModelInfo, PluginError};
-use wasi::nn::graph;
+use guest::bindings::object_detection::exports::inference::plugins::detection::Guest;
+use guest::nn::graph;
+use guest::wit::{Detection, DetectionParams, ErrorKind, Image, ModelInfo, PluginError};
+use inference_guest as guest;
 
 struct Plugin;
 
@@ -89,4 +84,4 @@ impl Guest for Plugin {
     }
 }
 
-export!(Plugin);
+guest::export_object_detection!(Plugin);

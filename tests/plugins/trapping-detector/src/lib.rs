@@ -1,14 +1,9 @@
 //! A deliberately broken object-detection plugin: it panics (a WebAssembly trap) on every
 //! call, so the tests can check that the host answers with a JSON error and keeps serving.
 
-wit_bindgen::generate!({
-    path: "../../../wit",
-    world: "object-detection",
-    generate_all,
-});
-
-use exports::inference::plugins::detection::Guest;
-use inference::plugins::types::{Detection, DetectionParams, Image, ModelInfo, PluginError};
+use guest::bindings::object_detection::exports::inference::plugins::detection::Guest;
+use guest::wit::{Detection, DetectionParams, Image, ModelInfo, PluginError};
+use inference_guest as guest;
 
 struct Plugin;
 
@@ -26,4 +21,4 @@ impl Guest for Plugin {
     }
 }
 
-export!(Plugin);
+guest::export_object_detection!(Plugin);

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::models::budget::parse_bytes;
+use crate::models::sources::SourcesConfig;
+use crate::models::ModelId;
 use crate::nn::Device;
 
 #[derive(Debug, Parser)]
@@ -30,21 +33,21 @@ pub enum Command {
     /// Measure speed: the raw native pipeline, or a running server over HTTP.
     Benchmark {
         #[command(subcommand)]
-        action: crate::bench::BenchAction,
+        action: BenchAction,
     },
     /// Download, list and delete cached models.
     Models {
         #[command(subcommand)]
-        action: crate::models::cmd::ModelsAction,
+        action: ModelsAction,
     },
     /// Help with the tenants file: hash API keys, validate the file.
     Tenants {
         #[command(subcommand)]
-        action: crate::tenants::cmd::TenantsAction,
+        action: TenantsAction,
     },
     /// Run a model on an image, a folder of images or an image URL through a running server:
     /// JSON on stdout, annotated pictures with --out.
-    Infer(crate::client::InferArgs),
+    Infer(InferArgs),
 }
 
 // Parsed once per process, like `Command`.
@@ -98,10 +101,10 @@ pub struct ServeArgs {
     pub cache_dir: Option<PathBuf>,
     /// Where models not in the models directory come from.
     #[command(flatten)]
-    pub sources: crate::models::sources::SourceArgs,
+    pub sources: SourceArgs,
     /// Cache and loaded-model budgets, preloaded (pinned) models.
     #[command(flatten)]
-    pub budgets: crate::models::budget::BudgetArgs,
+    pub budgets: BudgetArgs,
     /// ONNX Runtime shared library; default: ORT_DYLIB_PATH, else the one beside the executable.
     #[arg(long)]
     pub ort_library: Option<PathBuf>,
@@ -163,4 +166,255 @@ pub struct ServeArgs {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// Flags that choose the model sources (shared by `server start` and `models pull`).
+#[derive(Debug, Args, Clone)]
+pub struct SourceArgs {
+    /// Model store, tried in order after the models directory and the cache: an http(s):// URL
+    /// prefix or an s3://, gs:// or az:// bucket prefix, holding
+    /// `<prefix>/<project>/<version>/manifest.json` (the files with size and sha256) and the files
+    /// (repeatable). Bucket credentials come from the cloud's standard environment variables.
+    #[arg(long = "model-store", env = "INFERENCE_MODEL_STORES", value_delimiter = ',')]
+    pub model_stores: Vec<String>,
+    /// Roboflow API, asked for models when a request carries an api_key.
+    #[arg(long, env = "API_BASE_URL", default_value = "https://api.roboflow.com")]
+    pub roboflow_api_url: String,
+    /// Never download models from Roboflow, even for requests with an api_key.
+    #[arg(long, env = "INFERENCE_NO_ROBOFLOW")]
+    pub no_roboflow: bool,
+    /// Make no network call for models: serve only models in the models directory and the cache.
+    #[arg(long, env = "INFERENCE_OFFLINE")]
+    pub offline: bool,
+}
+
+impl SourceArgs {
+    pub fn config(&self) -> SourcesConfig {
+        SourcesConfig {
+            model_stores: self.model_stores.clone(),
+            roboflow_api_url: self.roboflow_api_url.clone(),
+            no_roboflow: self.no_roboflow,
+            offline: self.offline,
+        }
+    }
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct BudgetArgs {
+    /// Largest total size of the downloaded models in the cache (e.g. 500MB, 2GiB); beyond it the
+    /// least recently used models' files are deleted (never pinned or loaded ones). Default: no limit.
+    #[arg(long, env = "INFERENCE_CACHE_MAX_BYTES", value_parser = parse_bytes)]
+    pub cache_max_bytes: Option<u64>,
+    /// Most models loaded at once; beyond it the least recently requested unpinned model is
+    /// unloaded (its files stay). Default: no limit.
+    #[arg(long, env = "INFERENCE_MAX_LOADED_MODELS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_loaded_models: Option<u64>,
+    /// Models to load at start and keep (pinned): `<project>/<version>`, comma-separated.
+    /// `/readiness` answers 503 until they are loaded.
+    #[arg(long, env = "INFERENCE_PRELOAD", value_delimiter = ',')]
+    pub preload: Vec<String>,
+    /// Roboflow API key for preloading models that only Roboflow has (never logged).
+    #[arg(long, env = "ROBOFLOW_API_KEY", hide_env_values = true)]
+    pub preload_api_key: Option<String>,
+}
+
+impl BudgetArgs {
+    /// The preloaded (pinned) model ids, validated.
+    pub fn pinned(&self) -> anyhow::Result<Vec<ModelId>> {
+        let mut ids = Vec::new();
+        for raw in self.preload.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+            let id = ModelId::parse(raw).map_err(|e| anyhow::anyhow!("--preload: {e}"))?;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsAction {
+    /// Download a model into the cache: from the model stores, else from Roboflow with an api key.
+    Pull {
+        /// `<project>/<version>`
+        id: String,
+        /// Roboflow API key (never printed).
+        #[arg(long, env = "ROBOFLOW_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+        #[command(flatten)]
+        dirs: DirArgs,
+        #[command(flatten)]
+        sources: SourceArgs,
+    },
+    /// List the models in the models directory and in the cache, with size and task.
+    List {
+        #[command(flatten)]
+        dirs: DirArgs,
+    },
+    /// Delete a model from the cache (the models directory is never touched).
+    Rm {
+        /// `<project>/<version>`
+        id: String,
+        #[command(flatten)]
+        dirs: DirArgs,
+    },
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DirArgs {
+    /// Directory of local models: `<project>/<version>/weights.onnx`.
+    #[arg(long, env = "INFERENCE_MODELS_DIR", default_value = "models")]
+    pub models_dir: PathBuf,
+    /// Cache directory (downloaded models in `models/`); default: $XDG_CACHE_HOME/inference or ~/.cache/inference.
+    #[arg(long, env = "INFERENCE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantsAction {
+    /// Print the `sha256:<hex>` entry for an API key (read from stdin when not given, so the
+    /// key stays out of the shell history).
+    HashKey { key: Option<String> },
+    /// Validate a tenants file and summarise it.
+    Check { file: PathBuf },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchAction {
+    /// Time the raw native pipeline in-process: base64 → image decode → letterbox → ONNX Runtime
+    /// (no WASM, no HTTP), with the server's decoder and ONNX Runtime settings.
+    Raw(RawArgs),
+    /// Load a running server over HTTP (`/infer/<route>`) at several concurrency levels.
+    Http(HttpArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RawArgs {
+    /// ONNX weights. Its directory is read as the server reads a model's (environment.json,
+    /// class_names.txt), so put it in a models directory to match a served model exactly.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Encoded image (JPEG, PNG, ...).
+    #[arg(long)]
+    pub image: PathBuf,
+    /// Timed images in all, shared by the threads.
+    #[arg(long, default_value_t = 200)]
+    pub iterations: usize,
+    /// Untimed images first (at least one per thread, so every session has run once).
+    #[arg(long, default_value_t = 20)]
+    pub warmup: usize,
+    /// ONNX Runtime intra-op threads (default: number of CPUs, as the server).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Threads running the pipeline in a loop, each with its own session.
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: usize,
+    /// Also decode the outputs and run NMS natively, as the object-detection plugin does.
+    #[arg(long)]
+    pub postprocess: bool,
+    /// Confidence threshold for --postprocess.
+    #[arg(long, default_value_t = 0.25)]
+    pub confidence: f32,
+    /// ONNX Runtime shared library; default: ORT_DYLIB_PATH, else the one beside the executable.
+    #[arg(long)]
+    pub ort_library: Option<PathBuf>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HttpArgs {
+    /// Base URL of the server.
+    #[arg(long, default_value = "http://127.0.0.1:9001")]
+    pub url: String,
+    /// Model id, `<project>/<version>`.
+    #[arg(long)]
+    pub model: String,
+    /// Encoded image sent (base64) in every request.
+    #[arg(long)]
+    pub image: PathBuf,
+    /// Timed requests per concurrency level.
+    #[arg(long, default_value_t = 200)]
+    pub requests: usize,
+    /// Concurrency levels, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    pub concurrency: Vec<usize>,
+    /// Untimed requests before each level (at least one per worker, so its connection is open).
+    #[arg(long, default_value_t = 10)]
+    pub warmup: usize,
+    /// Images per request (sent as a list).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Confidence threshold sent with each request.
+    #[arg(long, default_value_t = 0.25)]
+    pub confidence: f32,
+    /// The task route: object_detection, instance_segmentation, classification, keypoints_detection.
+    #[arg(long, default_value = "object_detection")]
+    pub route: String,
+    /// Extra request fields as a JSON object, e.g. '{"mask_decode_mode": "fast"}'.
+    #[arg(long)]
+    pub extra: Option<String>,
+    /// Process id of the server (same machine): its CPU time and memory are read from /proc
+    /// around each timed level.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InferArgs {
+    /// An image file, a folder of images, or an http(s) URL of an image (downloaded here).
+    pub input: String,
+    /// The model: `<project>/<version>`.
+    #[arg(long, short)]
+    pub model: String,
+    /// The server.
+    #[arg(long, env = "INFERENCE_API_URL", default_value = "http://localhost:9001")]
+    pub api_url: String,
+    /// Roboflow API key, for models the server has to download (never printed).
+    #[arg(long, env = "ROBOFLOW_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Minimum confidence, 0 to 1 (server default 0.4).
+    #[arg(long)]
+    pub confidence: Option<f32>,
+    /// NMS IoU threshold, 0 to 1 (server default 0.3).
+    #[arg(long)]
+    pub overlap: Option<f32>,
+    /// At most this many predictions per image.
+    #[arg(long)]
+    pub max_detections: Option<u32>,
+    /// Write the annotated picture here (JPEG); for a folder, a directory that gets one picture per image.
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+    /// Annotated pictures: write each detection's class and confidence.
+    #[arg(long)]
+    pub labels: bool,
+    /// Annotated pictures: line width in pixels.
+    #[arg(long, default_value_t = 2)]
+    pub stroke: u32,
+    /// Time limit of one request, in seconds.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinned_ids() {
+        let args = BudgetArgs {
+            preload: vec!["a/1".into(), " b/2".into(), "a/1".into()],
+            ..Default::default()
+        };
+        assert_eq!(args.pinned().unwrap().len(), 2);
+        let bad = BudgetArgs {
+            preload: vec!["../x".into()],
+            ..Default::default()
+        };
+        assert!(bad.pinned().is_err());
+    }
 }

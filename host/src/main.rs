@@ -1,10 +1,8 @@
 //! `inference`: a computer-vision inference server. HTTP requests are decoded here, models
 //! run in ONNX Runtime, and task logic runs in sandboxed WebAssembly plugins.
 
-mod bench;
 mod cli;
-mod client;
-mod daemon;
+mod cmd;
 mod input;
 mod metrics;
 mod models;
@@ -13,6 +11,7 @@ mod pipeline;
 mod plugins;
 mod serve;
 mod server;
+mod tasks;
 mod tenants;
 mod visualize;
 
@@ -65,18 +64,18 @@ fn main() -> ExitCode {
             ServerAction::Start {
                 foreground: false,
                 serve,
-            } => daemon::start(&serve.target),
-            ServerAction::Stop { target } => daemon::stop(&target),
-            ServerAction::Status { target } => match daemon::status(&target) {
+            } => cmd::daemon::start(&serve.target),
+            ServerAction::Stop { target } => cmd::daemon::stop(&target),
+            ServerAction::Status { target } => match cmd::daemon::status(&target) {
                 Ok(true) => Ok(()),
                 Ok(false) => return ExitCode::from(3),
                 Err(e) => Err(e),
             },
         },
-        Command::Benchmark { action } => bench::run(action),
-        Command::Models { action } => models::cmd::run(action),
-        Command::Tenants { action } => tenants::cmd::run(action),
-        Command::Infer(args) => match client::run(args) {
+        Command::Benchmark { action } => cmd::bench::run(action),
+        Command::Models { action } => cmd::models::run(action),
+        Command::Tenants { action } => cmd::tenants::run(action),
+        Command::Infer(args) => match cmd::infer::run(args) {
             Ok(code) => return code,
             Err(e) => Err(e),
         },

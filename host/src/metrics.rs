@@ -181,3 +181,31 @@ pub fn set_state(models_loaded: usize, cache_bytes: u64) {
     metrics::gauge!(MODELS_LOADED).set(models_loaded as f64);
     metrics::gauge!(CACHE_BYTES).set(cache_bytes as f64);
 }
+
+/// What handling a request learns that its HTTP metrics are labelled with: the model it ran (only
+/// once resolved, so made-up ids never become labels) and its tenant. Made by the HTTP edge per
+/// request and handed down with the request's caller.
+#[derive(Debug, Default)]
+pub struct RequestLabels {
+    model: parking_lot::Mutex<Option<String>>,
+    tenant: parking_lot::Mutex<Option<String>>,
+}
+
+impl RequestLabels {
+    pub fn note_model(&self, model: &str) {
+        *self.model.lock() = Some(model.to_string());
+    }
+
+    pub fn note_tenant(&self, tenant: &str) {
+        *self.tenant.lock() = Some(tenant.to_string());
+    }
+
+    /// The model and tenant labels (`none` where unknown).
+    pub fn values(&self) -> (String, String) {
+        let none = || "none".to_string();
+        (
+            self.model.lock().clone().unwrap_or_else(none),
+            self.tenant.lock().clone().unwrap_or_else(none),
+        )
+    }
+}

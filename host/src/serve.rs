@@ -13,20 +13,15 @@ use tokio::sync::Semaphore;
 use crate::cli::ServeArgs;
 use crate::input::url::UrlPolicy;
 use crate::input::InputLimits;
+use crate::models::cache::default_cache_dir;
 use crate::models::sources::ModelSources;
-use crate::models::{Limits, ModelId, ModelStore};
+use crate::models::{Limits, LoadedModels, ModelId};
 use crate::nn::{self, SessionOptions};
+use crate::pipeline::Pipeline;
 use crate::plugins::{CallLimits, PluginRegistry, PluginRuntime};
 use crate::server::{self, AppState};
-use crate::tenants::middleware::Gate;
-
-/// `$XDG_CACHE_HOME/inference`, else `~/.cache/inference`.
-fn default_cache_dir() -> Option<PathBuf> {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .map(|d| d.join("inference"))
-}
+use crate::tasks;
+use crate::tenants::Gate;
 
 fn default_plugins_dir() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot locate the running executable")?;
@@ -53,18 +48,19 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         memory_bytes: args.plugin_memory_mib << 20,
         ..CallLimits::default()
     };
-    let runtime = PluginRuntime::new(max_concurrent_calls, &call_limits)?;
+    let runtime = Arc::new(PluginRuntime::new(max_concurrent_calls, &call_limits)?);
     let plugins_dir = match args.plugins_dir.clone() {
         Some(dir) => dir,
         None => default_plugins_dir()?,
     };
     let cache_dir = args.cache_dir.clone().or_else(default_cache_dir);
-    let model_sources = ModelSources::new(&args.sources, cache_dir.as_deref())?;
+    let model_sources = ModelSources::new(&args.sources.config(), cache_dir.as_deref())?;
     tracing::info!(sources = %model_sources.describe(), "model sources");
     let plugins = PluginRegistry::new(
         plugins_dir.clone(),
         cache_dir.as_ref().map(|d| d.join("plugins")),
         call_limits.clone(),
+        tasks::worlds(),
     );
     plugins.scan(&runtime);
 
@@ -89,8 +85,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         cache_max_bytes: args.budgets.cache_max_bytes,
         pinned: pinned.iter().cloned().collect(),
     };
-    let state = Arc::new(AppState {
-        models: ModelStore::new(args.models_dir.clone(), options)
+    let pipeline = Pipeline {
+        models: LoadedModels::new(args.models_dir.clone(), options)
             .with_sources(model_sources)
             .with_limits(limits),
         runtime,
@@ -103,9 +99,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         },
         http: url_policy.clone().client().context("cannot create the HTTP client")?,
         url_policy,
+        call_slots: Semaphore::new(max_concurrent_calls),
+        choices: Default::default(),
+    };
+    let state = Arc::new(AppState {
+        pipeline,
         server_id: uuid::Uuid::new_v4().simple().to_string()[..6].to_string(),
         ready: AtomicBool::new(false),
-        call_slots: Semaphore::new(max_concurrent_calls),
         gate,
     });
 
@@ -115,7 +115,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .with_context(|| format!("cannot listen on {addr}"))?;
     let app = server::router(state.clone(), args.max_body_bytes);
     let watched = state.clone();
-    every_rescan(move || watched.plugins.scan(&watched.runtime));
+    every_rescan(move || watched.pipeline.plugins.scan(&watched.pipeline.runtime));
     if let Some(gate) = state.gate.clone() {
         every_rescan(move || gate.reload_if_changed());
     }
@@ -163,7 +163,7 @@ async fn preload(state: Arc<AppState>, ids: Vec<ModelId>, api_key: Option<String
         async move {
             let mut delay = Duration::from_secs(1);
             loop {
-                match state.models.get_with_key(&id, api_key.as_deref()).await {
+                match state.pipeline.models.get_with_key(&id, api_key.as_deref()).await {
                     Ok(_) => return tracing::info!(model = %id, "model preloaded (pinned)"),
                     Err(e) => {
                         tracing::error!(model = %id, error = %e, retry_s = delay.as_secs(),
@@ -177,7 +177,7 @@ async fn preload(state: Arc<AppState>, ids: Vec<ModelId>, api_key: Option<String
     };
     futures_util::future::join_all(ids.into_iter().map(load)).await;
     // A budget lowered since the last run applies now, not at the next download.
-    state.models.fit_cache(None).await;
+    state.pipeline.models.fit_cache(None).await;
     state.ready.store(true, Ordering::Release);
 }
 

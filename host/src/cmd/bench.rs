@@ -4,7 +4,7 @@
 //! Runtime settings as the server, in-process, with no WASM and no HTTP. `http` is a load
 //! generator for a running server. `scripts/bench` runs both and compares them.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -12,98 +12,13 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine as _;
 use inference_guest::{self as guest, ImageRef};
-use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::Tensor as OrtTensor;
 use serde::{Deserialize, Serialize};
 
-use crate::models::{ModelDescription, Resize};
+use crate::cli::{BenchAction, HttpArgs, RawArgs};
+use crate::models::ModelDescription;
 use crate::nn::{self, Device, OnnxModel, SessionOptions};
-
-#[derive(Debug, clap::Subcommand)]
-pub enum BenchAction {
-    /// Time the raw native pipeline in-process: base64 → image decode → letterbox → ONNX Runtime
-    /// (no WASM, no HTTP), with the server's decoder and ONNX Runtime settings.
-    Raw(RawArgs),
-    /// Load a running server over HTTP (`/infer/<route>`) at several concurrency levels.
-    Http(HttpArgs),
-}
-
-#[derive(Debug, clap::Args)]
-pub struct RawArgs {
-    /// ONNX weights. Its directory is read as the server reads a model's (environment.json,
-    /// class_names.txt), so put it in a models directory to match a served model exactly.
-    #[arg(long)]
-    model: PathBuf,
-    /// Encoded image (JPEG, PNG, ...).
-    #[arg(long)]
-    image: PathBuf,
-    /// Timed images in all, shared by the threads.
-    #[arg(long, default_value_t = 200)]
-    iterations: usize,
-    /// Untimed images first (at least one per thread, so every session has run once).
-    #[arg(long, default_value_t = 20)]
-    warmup: usize,
-    /// ONNX Runtime intra-op threads (default: number of CPUs, as the server).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Threads running the pipeline in a loop, each with its own session.
-    #[arg(long, default_value_t = 1)]
-    concurrency: usize,
-    /// Also decode the outputs and run NMS natively, as the object-detection plugin does.
-    #[arg(long)]
-    postprocess: bool,
-    /// Confidence threshold for --postprocess.
-    #[arg(long, default_value_t = 0.25)]
-    confidence: f32,
-    /// ONNX Runtime shared library; default: ORT_DYLIB_PATH, else the one beside the executable.
-    #[arg(long)]
-    ort_library: Option<PathBuf>,
-    /// Print one JSON object instead of a table.
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Debug, clap::Args)]
-pub struct HttpArgs {
-    /// Base URL of the server.
-    #[arg(long, default_value = "http://127.0.0.1:9001")]
-    url: String,
-    /// Model id, `<project>/<version>`.
-    #[arg(long)]
-    model: String,
-    /// Encoded image sent (base64) in every request.
-    #[arg(long)]
-    image: PathBuf,
-    /// Timed requests per concurrency level.
-    #[arg(long, default_value_t = 200)]
-    requests: usize,
-    /// Concurrency levels, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
-    concurrency: Vec<usize>,
-    /// Untimed requests before each level (at least one per worker, so its connection is open).
-    #[arg(long, default_value_t = 10)]
-    warmup: usize,
-    /// Images per request (sent as a list).
-    #[arg(long, default_value_t = 1)]
-    batch: usize,
-    /// Confidence threshold sent with each request.
-    #[arg(long, default_value_t = 0.25)]
-    confidence: f32,
-    /// The task route: object_detection, instance_segmentation, classification, keypoints_detection.
-    #[arg(long, default_value = "object_detection")]
-    route: String,
-    /// Extra request fields as a JSON object, e.g. '{"mask_decode_mode": "fast"}'.
-    #[arg(long)]
-    extra: Option<String>,
-    /// Process id of the server (same machine): its CPU time and memory are read from /proc
-    /// around each timed level.
-    #[arg(long)]
-    server_pid: Option<u32>,
-    /// Print one JSON object instead of a table.
-    #[arg(long)]
-    json: bool,
-}
 
 pub fn run(action: BenchAction) -> Result<()> {
     match action {
@@ -317,9 +232,9 @@ impl RawPipeline {
                 let candidates = guest::decode(out, &dims, 0, layout, classes, confidence).map_err(|e| anyhow!(e))?;
                 let kept = guest::nms(
                     candidates,
-                    crate::server::infer::DEFAULT_IOU,
+                    crate::tasks::DEFAULT_IOU,
                     false,
-                    crate::server::infer::DEFAULT_MAX_DETECTIONS as usize,
+                    crate::tasks::DEFAULT_MAX_DETECTIONS as usize,
                 );
                 // Mapping back is part of the plugin's work too.
                 let boxes: Vec<[f32; 4]> = kept
@@ -341,16 +256,6 @@ impl RawPipeline {
             found,
         ))
     }
-}
-
-/// A session built exactly as `nn::graph::build_session` builds it for the CPU, so the raw
-/// pipeline runs the model with the server's settings but without the wasi-nn tensor copies.
-fn build_cpu_session(path: &Path) -> Result<Session> {
-    Session::builder()?
-        .with_optimization_level(GraphOptimizationLevel::Level3)?
-        .with_parallel_execution(false)?
-        .commit_from_file(path)
-        .with_context(|| format!("ONNX Runtime cannot load {}", path.display()))
 }
 
 #[derive(Debug, Serialize)]
@@ -393,7 +298,7 @@ fn raw(args: RawArgs) -> Result<()> {
     .signature()
     .clone();
     let description = ModelDescription::from_dir("bench/raw", dir, &signature)?;
-    let input = model_input(&description)?;
+    let input = description.input().map_err(|e| anyhow!("unusable model input: {e}"))?;
     let encoded = std::fs::read(&args.image).with_context(|| format!("cannot read {}", args.image.display()))?;
     let pipeline = Arc::new(RawPipeline {
         base64: base64::engine::general_purpose::STANDARD.encode(&encoded),
@@ -401,13 +306,22 @@ fn raw(args: RawArgs) -> Result<()> {
         input,
         input_name: description.input_name.clone(),
         classes: description.class_names.len(),
-        classification: description.task == crate::models::Task::Classification,
+        classification: description.task == <crate::tasks::Classification as crate::tasks::Task>::NAME,
         postprocess: args.postprocess.then_some(args.confidence),
     });
     let probe = crate::input::decode::decode_image(&encoded, MAX_IMAGE_PIXELS)?;
 
     let sessions = (0..concurrency)
-        .map(|_| build_cpu_session(&args.model))
+        .map(|_| {
+            // The server's own session, without the wasi-nn tensor copies.
+            nn::graph::build_session(
+                &args.model,
+                &SessionOptions {
+                    device: Device::Cpu,
+                    max_sessions: 1,
+                },
+            )
+        })
         .collect::<Result<Vec<_>>>()?;
     let warmup_each = args.warmup.div_ceil(concurrency).max(1);
     let next = AtomicUsize::new(0);
@@ -483,21 +397,6 @@ fn raw(args: RawArgs) -> Result<()> {
 
 /// The plugin's view of the model input, built from the host's description as the
 /// object-detection plugin builds it.
-fn model_input(d: &ModelDescription) -> Result<guest::ModelInput> {
-    let resize = match d.resize {
-        Resize::Letterbox => guest::Resize::Letterbox { pad: d.pad_value },
-        Resize::Stretch => guest::Resize::Stretch,
-        Resize::CenterCrop => guest::Resize::CenterCrop,
-    };
-    let layout = if d.channels_last {
-        guest::Layout::Nhwc
-    } else {
-        guest::Layout::Nchw
-    };
-    guest::ModelInput::new(d.input_width, d.input_height, resize, layout, &d.mean, &d.std)
-        .map_err(|e| anyhow!("unusable model input: {e}"))
-}
-
 fn print_raw(r: &RawReport, postprocess: bool) {
     println!(
         "raw pipeline: {} on {} ({}x{} → {}x{}), ORT threads {}, concurrency {}",

@@ -9,47 +9,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine as _;
-use clap::Args;
 use serde_json::Value;
+
+use crate::cli::InferArgs;
 
 /// File name endings read from a folder.
 const IMAGE_EXTENSIONS: [&str; 9] = ["jpg", "jpeg", "png", "bmp", "webp", "gif", "tif", "tiff", "jfif"];
-
-#[derive(Debug, Args)]
-pub struct InferArgs {
-    /// An image file, a folder of images, or an http(s) URL of an image (downloaded here).
-    pub input: String,
-    /// The model: `<project>/<version>`.
-    #[arg(long, short)]
-    pub model: String,
-    /// The server.
-    #[arg(long, env = "INFERENCE_API_URL", default_value = "http://localhost:9001")]
-    pub api_url: String,
-    /// Roboflow API key, for models the server has to download (never printed).
-    #[arg(long, env = "ROBOFLOW_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
-    /// Minimum confidence, 0 to 1 (server default 0.4).
-    #[arg(long)]
-    pub confidence: Option<f32>,
-    /// NMS IoU threshold, 0 to 1 (server default 0.3).
-    #[arg(long)]
-    pub overlap: Option<f32>,
-    /// At most this many predictions per image.
-    #[arg(long)]
-    pub max_detections: Option<u32>,
-    /// Write the annotated picture here (JPEG); for a folder, a directory that gets one picture per image.
-    #[arg(long, short)]
-    pub out: Option<PathBuf>,
-    /// Annotated pictures: write each detection's class and confidence.
-    #[arg(long)]
-    pub labels: bool,
-    /// Annotated pictures: line width in pixels.
-    #[arg(long, default_value_t = 2)]
-    pub stroke: u32,
-    /// Time limit of one request, in seconds.
-    #[arg(long, default_value_t = 120)]
-    pub timeout: u64,
-}
 
 /// One image to send: where it came from and its bytes (read when its turn comes).
 struct Input {

@@ -6,62 +6,24 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Result};
-use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::cache::{default_cache_dir, ModelCache};
-use super::catalog::{self, Location};
-use super::id::ModelId;
-use super::sources::{ModelSources, Progress, SourceArgs};
+use crate::cli::{DirArgs, ModelsAction, SourceArgs};
+use crate::models::cache::{default_cache_dir, ModelCache};
+use crate::models::catalog::{self, Location};
+use crate::models::fetch::Progress;
+use crate::models::sources::ModelSources;
+use crate::models::ModelId;
 
-#[derive(Debug, Subcommand)]
-pub enum ModelsAction {
-    /// Download a model into the cache: from the model stores, else from Roboflow with an api key.
-    Pull {
-        /// `<project>/<version>`
-        id: String,
-        /// Roboflow API key (never printed).
-        #[arg(long, env = "ROBOFLOW_API_KEY", hide_env_values = true)]
-        api_key: Option<String>,
-        #[command(flatten)]
-        dirs: DirArgs,
-        #[command(flatten)]
-        sources: SourceArgs,
-    },
-    /// List the models in the models directory and in the cache, with size and task.
-    List {
-        #[command(flatten)]
-        dirs: DirArgs,
-    },
-    /// Delete a model from the cache (the models directory is never touched).
-    Rm {
-        /// `<project>/<version>`
-        id: String,
-        #[command(flatten)]
-        dirs: DirArgs,
-    },
-}
-
-#[derive(Debug, Args, Clone)]
-pub struct DirArgs {
-    /// Directory of local models: `<project>/<version>/weights.onnx`.
-    #[arg(long, env = "INFERENCE_MODELS_DIR", default_value = "models")]
-    pub models_dir: PathBuf,
-    /// Cache directory (downloaded models in `models/`); default: $XDG_CACHE_HOME/inference or ~/.cache/inference.
-    #[arg(long, env = "INFERENCE_CACHE_DIR")]
-    pub cache_dir: Option<PathBuf>,
-}
-
-impl DirArgs {
-    fn cache(&self) -> Result<(PathBuf, ModelCache)> {
-        let dir = self
-            .cache_dir
-            .clone()
-            .or_else(default_cache_dir)
-            .ok_or_else(|| anyhow!("no cache directory: pass --cache-dir (or set HOME)"))?;
-        let cache = ModelCache::new(&dir);
-        Ok((dir, cache))
-    }
+/// The cache directory the arguments name (or the default), and the model cache in it.
+fn cache_of(dirs: &DirArgs) -> Result<(PathBuf, ModelCache)> {
+    let dir = dirs
+        .cache_dir
+        .clone()
+        .or_else(default_cache_dir)
+        .ok_or_else(|| anyhow!("no cache directory: pass --cache-dir (or set HOME)"))?;
+    let cache = ModelCache::new(&dir);
+    Ok((dir, cache))
 }
 
 pub fn run(action: ModelsAction) -> Result<()> {
@@ -82,7 +44,7 @@ pub fn run(action: ModelsAction) -> Result<()> {
         ModelsAction::List { dirs } => list(&dirs),
         ModelsAction::Rm { id, dirs } => {
             let id = ModelId::parse(&id)?;
-            let (_, cache) = dirs.cache()?;
+            let (_, cache) = cache_of(&dirs)?;
             if cache.remove(&id)? {
                 println!("removed {id} from {}", cache.root().display());
                 Ok(())
@@ -149,12 +111,13 @@ fn print_line(p: &Progress<'_>) {
 
 fn pull(raw: &str, api_key: Option<&str>, dirs: &DirArgs, args: &SourceArgs) -> Result<()> {
     let id = ModelId::parse(raw)?;
-    let (cache_dir, _) = dirs.cache()?;
+    let (cache_dir, _) = cache_of(dirs)?;
     if args.offline {
         bail!("--offline: models pull needs the network");
     }
     let progress = Arc::new(PullProgress::default());
-    let sources = ModelSources::new(args, Some(&cache_dir))?.with_progress(Arc::new(move |p| progress.show(p)));
+    let sources =
+        ModelSources::new(&args.config(), Some(&cache_dir))?.with_progress(Arc::new(move |p| progress.show(p)));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let started = std::time::Instant::now();
     let dir = runtime.block_on(async {
@@ -188,7 +151,7 @@ fn pull(raw: &str, api_key: Option<&str>, dirs: &DirArgs, args: &SourceArgs) -> 
 }
 
 fn list(dirs: &DirArgs) -> Result<()> {
-    let cache = dirs.cache().ok().map(|(_, cache)| cache);
+    let cache = cache_of(dirs).ok().map(|(_, cache)| cache);
     let models = catalog::on_disk(&dirs.models_dir, cache.as_ref());
     let width = models.iter().map(|m| m.id.len()).max().unwrap_or(5).max(5);
     println!("{:width$}  {:5}  {:>10}  {:22}  FROM", "MODEL", "WHERE", "SIZE", "TASK");

@@ -1,19 +1,10 @@
 //! `inference tenants hash-key|check`: what operators need to write a tenants file.
 
 use std::io::BufRead;
-use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use clap::Subcommand;
 
-#[derive(Debug, Subcommand)]
-pub enum TenantsAction {
-    /// Print the `sha256:<hex>` entry for an API key (read from stdin when not given, so the
-    /// key stays out of the shell history).
-    HashKey { key: Option<String> },
-    /// Validate a tenants file and summarise it.
-    Check { file: PathBuf },
-}
+use crate::cli::TenantsAction;
 
 pub fn run(action: TenantsAction) -> Result<()> {
     match action {
@@ -32,10 +23,10 @@ pub fn run(action: TenantsAction) -> Result<()> {
             if key.is_empty() {
                 bail!("empty key");
             }
-            println!("{}", super::key_hash_text(&key));
+            println!("{}", crate::tenants::key_hash_text(&key));
         }
         TenantsAction::Check { file } => {
-            for t in super::config::read(&file)? {
+            for t in crate::tenants::config::read(&file)? {
                 println!(
                     "{}: {} key(s), models {:?}, plugins {}, admin {}",
                     t.name,

@@ -20,8 +20,8 @@ use object_store::path::Path;
 use object_store::{ClientConfigKey, ObjectStore, ObjectStoreScheme, RetryConfig};
 use reqwest::Url;
 
+use super::fetch::FetchError;
 use super::id::ModelId;
-use super::sources::FetchError;
 
 /// Whole-request limit of one object download: generous, since a stalled transfer is caught
 /// by the per-chunk read timeout of the download loop.

@@ -15,43 +15,6 @@
 
 use std::str::FromStr;
 
-use clap::Args;
-
-use super::id::ModelId;
-
-#[derive(Debug, Args, Clone, Default)]
-pub struct BudgetArgs {
-    /// Largest total size of the downloaded models in the cache (e.g. 500MB, 2GiB); beyond it the
-    /// least recently used models' files are deleted (never pinned or loaded ones). Default: no limit.
-    #[arg(long, env = "INFERENCE_CACHE_MAX_BYTES", value_parser = parse_bytes)]
-    pub cache_max_bytes: Option<u64>,
-    /// Most models loaded at once; beyond it the least recently requested unpinned model is
-    /// unloaded (its files stay). Default: no limit.
-    #[arg(long, env = "INFERENCE_MAX_LOADED_MODELS", value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_loaded_models: Option<u64>,
-    /// Models to load at start and keep (pinned): `<project>/<version>`, comma-separated.
-    /// `/readiness` answers 503 until they are loaded.
-    #[arg(long, env = "INFERENCE_PRELOAD", value_delimiter = ',')]
-    pub preload: Vec<String>,
-    /// Roboflow API key for preloading models that only Roboflow has (never logged).
-    #[arg(long, env = "ROBOFLOW_API_KEY", hide_env_values = true)]
-    pub preload_api_key: Option<String>,
-}
-
-impl BudgetArgs {
-    /// The preloaded (pinned) model ids, validated.
-    pub fn pinned(&self) -> anyhow::Result<Vec<ModelId>> {
-        let mut ids = Vec::new();
-        for raw in self.preload.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
-            let id = ModelId::parse(raw).map_err(|e| anyhow::anyhow!("--preload: {e}"))?;
-            if !ids.contains(&id) {
-                ids.push(id);
-            }
-        }
-        Ok(ids)
-    }
-}
-
 /// `500MB`, `2GiB`, `1.5 GB` or a plain number of bytes.
 pub fn parse_bytes(raw: &str) -> Result<u64, String> {
     bytesize::ByteSize::from_str(raw.trim())
@@ -69,19 +32,5 @@ mod tests {
         assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
         assert_eq!(parse_bytes("1024"), Ok(1024));
         assert!(parse_bytes("lots").is_err());
-    }
-
-    #[test]
-    fn pinned_ids() {
-        let args = BudgetArgs {
-            preload: vec!["a/1".into(), " b/2".into(), "a/1".into()],
-            ..Default::default()
-        };
-        assert_eq!(args.pinned().unwrap().len(), 2);
-        let bad = BudgetArgs {
-            preload: vec!["../x".into()],
-            ..Default::default()
-        };
-        assert!(bad.pinned().is_err());
     }
 }

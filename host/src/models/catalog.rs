@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use super::cache::{model_dirs, ModelCache};
-use super::Task;
+use super::description::task_name;
 
 /// Where a model's files are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,9 +32,9 @@ pub struct OnDisk {
 }
 
 impl OnDisk {
-    /// The task when this server knows it.
-    pub fn known_task(&self) -> Option<Task> {
-        self.task.as_deref().and_then(Task::parse)
+    /// Roboflow's task name, when the files give one this server knows.
+    pub fn known_task(&self) -> Option<&'static str> {
+        self.task.as_deref().and_then(task_name)
     }
 }
 
@@ -91,7 +91,7 @@ fn task_of(dir: &Path) -> Option<String> {
     let raw = json("model_type.json", "project_task_type")
         .or_else(|| json("environment.json", "TYPE"))
         .or_else(|| onnx_metadata(&dir.join("weights.onnx"), "task").ok().flatten())?;
-    Some(Task::parse(&raw).map(|t| t.roboflow_name().to_string()).unwrap_or(raw))
+    Some(task_name(&raw).map(str::to_string).unwrap_or(raw))
 }
 
 fn read_varint(r: &mut impl Read) -> Result<Option<u64>> {
@@ -193,7 +193,7 @@ mod tests {
         assert_eq!(found[0].id, "shapes/3");
         assert_eq!(found[0].location, Location::ModelsDir);
         assert_eq!(found[0].task.as_deref(), Some("object-detection"));
-        assert_eq!(found[0].known_task(), Some(Task::ObjectDetection));
+        assert_eq!(found[0].known_task(), Some("object-detection"));
         assert_eq!(found[0].bytes, std::fs::metadata(&fixture).unwrap().len());
         std::fs::remove_dir_all(&root).unwrap();
     }

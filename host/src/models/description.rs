@@ -10,49 +10,23 @@ use serde::Deserialize;
 
 use crate::nn::ModelSignature;
 
-/// The tasks the server knows how to route.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Task {
-    ObjectDetection,
-    InstanceSegmentation,
-    Classification,
-    KeypointDetection,
-}
-
-impl Task {
-    /// Roboflow's name (`task_type` in `/model/registry`).
-    pub fn roboflow_name(self) -> &'static str {
-        match self {
-            Task::ObjectDetection => "object-detection",
-            Task::InstanceSegmentation => "instance-segmentation",
-            Task::Classification => "classification",
-            Task::KeypointDetection => "keypoint-detection",
+/// Roboflow's name for the task a model was trained for, from the names model files use
+/// (Ultralytics' `detect`, Roboflow's `object-detection`, ...). Other names are not tasks this
+/// reading knows, and are skipped.
+pub fn task_name(raw: &str) -> Option<&'static str> {
+    match raw.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+        "detect" | "object-detection" | "detection" => Some(OBJECT_DETECTION),
+        "segment" | "instance-segmentation" | "segmentation" => Some("instance-segmentation"),
+        "classify" | "classification" | "single-label-classification" | "multi-label-classification" => {
+            Some(CLASSIFICATION)
         }
-    }
-
-    /// The route that serves this task.
-    pub fn route(self) -> &'static str {
-        match self {
-            Task::ObjectDetection => "/infer/object_detection",
-            Task::InstanceSegmentation => "/infer/instance_segmentation",
-            Task::Classification => "/infer/classification",
-            Task::KeypointDetection => "/infer/keypoints_detection",
-        }
-    }
-
-    /// Parses Ultralytics' (`detect`) and Roboflow's (`object-detection`) task names.
-    pub fn parse(name: &str) -> Option<Self> {
-        match name.trim().to_ascii_lowercase().replace('_', "-").as_str() {
-            "detect" | "object-detection" | "detection" => Some(Task::ObjectDetection),
-            "segment" | "instance-segmentation" | "segmentation" => Some(Task::InstanceSegmentation),
-            "classify" | "classification" | "single-label-classification" | "multi-label-classification" => {
-                Some(Task::Classification)
-            }
-            "pose" | "keypoint-detection" | "keypoints-detection" | "keypoints" => Some(Task::KeypointDetection),
-            _ => None,
-        }
+        "pose" | "keypoint-detection" | "keypoints-detection" | "keypoints" => Some("keypoint-detection"),
+        _ => None,
     }
 }
+
+const OBJECT_DETECTION: &str = "object-detection";
+const CLASSIFICATION: &str = "classification";
 
 /// How images are brought to the input size (mirrors the WIT `resize-mode`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,7 +48,16 @@ pub enum ScoreActivation {
 #[derive(Clone, Debug)]
 pub struct ModelDescription {
     pub id: String,
-    pub task: Task,
+    /// Roboflow's task name (`object-detection`, ...; see `task_name`).
+    pub task: String,
+    /// The model's architecture (`yolov8n`, `rfdetr-base`, ...), when its files say: `model.toml`'s
+    /// `architecture`, Roboflow's `model_type.json` `model_type`, or the ONNX metadata `model_type`.
+    /// Plugins claim model families by it.
+    pub architecture: Option<String>,
+    /// The plugin `model.toml` pins the model to, by name.
+    pub plugin: Option<String>,
+    /// The graph's outputs (name, declared dims; -1 = dynamic), which plugins may claim.
+    pub outputs: Vec<(String, Vec<i64>)>,
     pub class_names: Vec<String>,
     pub input_name: String,
     pub input_width: u32,
@@ -146,12 +129,28 @@ impl ModelDescription {
             .context("PREPROCESSING.resize is not valid")?
             .filter(|r: &ResizeSettings| r.enabled);
 
-        let task = [read_task_file(dir)?, env.task.clone(), meta("task").map(str::to_string)]
-            .into_iter()
-            .flatten()
-            .find_map(|t| Task::parse(&t))
-            // A model that says nothing about its task is most likely a detector.
-            .unwrap_or(Task::ObjectDetection);
+        let model_type = read_model_type(dir)?;
+        let config = ModelConfig::read(dir)?;
+        let task = [
+            model_type.task.clone(),
+            env.task.clone(),
+            meta("task").map(str::to_string),
+        ]
+        .into_iter()
+        .flatten()
+        .find_map(|t| task_name(&t))
+        // A model that says nothing about its task is most likely a detector.
+        .unwrap_or(OBJECT_DETECTION)
+        .to_string();
+        let architecture = [
+            config.architecture.clone(),
+            model_type.architecture,
+            meta("model_type").map(str::to_string),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|a| a.trim().to_ascii_lowercase())
+        .find(|a| !a.is_empty());
 
         let class_names = if let Some(names) = read_class_names(dir)? {
             names
@@ -200,7 +199,7 @@ impl ModelDescription {
         let ultralytics = meta("imgsz").is_some() || meta("stride").is_some();
         let (resize, pad_value) = match resize_settings.as_ref().and_then(|r| r.format.as_deref()) {
             Some(format) => roboflow_resize(format),
-            None if task == Task::Classification && ultralytics => (Resize::CenterCrop, 0),
+            None if task == CLASSIFICATION && ultralytics => (Resize::CenterCrop, 0),
             None if ultralytics || resize_settings.is_none() => (Resize::Letterbox, 114),
             None => (Resize::Stretch, 0),
         };
@@ -224,6 +223,9 @@ impl ModelDescription {
         Ok(Self {
             id: id.to_string(),
             task,
+            architecture,
+            plugin: config.plugin,
+            outputs: sig.outputs.iter().map(|o| (o.name.clone(), o.dims.clone())).collect(),
             class_names,
             input_name: input.name.clone(),
             input_width,
@@ -243,6 +245,31 @@ impl ModelDescription {
     }
 }
 
+impl ModelDescription {
+    /// The input geometry and pre-processing in the shared guest crate's terms (what the plugins
+    /// get through the WIT's `model-info`), for native use such as the benchmark.
+    pub fn input(&self) -> Result<inference_guest::ModelInput, String> {
+        let resize = match self.resize {
+            Resize::Letterbox => inference_guest::Resize::Letterbox { pad: self.pad_value },
+            Resize::Stretch => inference_guest::Resize::Stretch,
+            Resize::CenterCrop => inference_guest::Resize::CenterCrop,
+        };
+        let layout = if self.channels_last {
+            inference_guest::Layout::Nhwc
+        } else {
+            inference_guest::Layout::Nchw
+        };
+        inference_guest::ModelInput::new(
+            self.input_width,
+            self.input_height,
+            resize,
+            layout,
+            &self.mean,
+            &self.std,
+        )
+    }
+}
+
 /// Roboflow resize formats; unknown fit modes fall back to a black letterbox as Roboflow does.
 fn roboflow_resize(format: &str) -> (Resize, u8) {
     match format {
@@ -258,15 +285,51 @@ fn roboflow_resize(format: &str) -> (Resize, u8) {
     }
 }
 
+/// What Roboflow's `model_type.json` says: the task and the architecture.
+#[derive(Default)]
+struct ModelType {
+    task: Option<String>,
+    architecture: Option<String>,
+}
+
 /// `model_type.json` as Roboflow's cache writes it.
-fn read_task_file(dir: &Path) -> Result<Option<String>> {
+fn read_model_type(dir: &Path) -> Result<ModelType> {
     match std::fs::read(dir.join("model_type.json")) {
         Ok(bytes) => {
             let v: serde_json::Value = serde_json::from_slice(&bytes).context("model_type.json is not valid JSON")?;
-            Ok(v.get("project_task_type").and_then(|t| t.as_str()).map(str::to_string))
+            let text = |key: &str| v.get(key).and_then(|t| t.as_str()).map(str::to_string);
+            Ok(ModelType {
+                task: text("project_task_type"),
+                architecture: text("model_type"),
+            })
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ModelType::default()),
         Err(e) => Err(e).context("cannot read model_type.json"),
+    }
+}
+
+/// `model.toml`: the model directory's own settings, for what its other files cannot say.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The model's architecture name (overrides `model_type.json` and the ONNX metadata).
+    #[serde(default)]
+    pub architecture: Option<String>,
+    /// The plugin that serves the model, by name (overrides the choice by claims).
+    #[serde(default)]
+    pub plugin: Option<String>,
+}
+
+impl ModelConfig {
+    pub const FILE: &'static str = "model.toml";
+
+    fn read(dir: &Path) -> Result<Self> {
+        match std::fs::read_to_string(dir.join(Self::FILE)) {
+            Ok(text) if text.len() > 64 << 10 => bail!("{} is larger than 64 KiB", Self::FILE),
+            Ok(text) => toml::from_str(&text).with_context(|| format!("{} is not valid", Self::FILE)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", Self::FILE)),
+        }
     }
 }
 
@@ -543,10 +606,10 @@ mod tests {
 
     #[test]
     fn parses_tasks() {
-        assert_eq!(Task::parse("detect"), Some(Task::ObjectDetection));
-        assert_eq!(Task::parse("instance-segmentation"), Some(Task::InstanceSegmentation));
-        assert_eq!(Task::parse("pose"), Some(Task::KeypointDetection));
-        assert_eq!(Task::parse("classify"), Some(Task::Classification));
-        assert_eq!(Task::parse("nonsense"), None);
+        assert_eq!(task_name("detect"), Some("object-detection"));
+        assert_eq!(task_name("instance-segmentation"), Some("instance-segmentation"));
+        assert_eq!(task_name("pose"), Some("keypoint-detection"));
+        assert_eq!(task_name("classify"), Some("classification"));
+        assert_eq!(task_name("nonsense"), None);
     }
 }

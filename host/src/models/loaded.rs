@@ -14,6 +14,7 @@ use tokio::sync::OnceCell;
 
 use super::cache::ModelCache;
 use super::description::ModelDescription;
+use super::error::ModelError;
 use super::id::ModelId;
 use super::sources::ModelSources;
 use crate::nn::{OnnxModel, SessionOptions};
@@ -22,23 +23,6 @@ use crate::nn::{OnnxModel, SessionOptions};
 pub struct LoadedModel {
     pub description: Arc<ModelDescription>,
     pub onnx: Arc<OnnxModel>,
-}
-
-#[derive(Clone, Debug, thiserror::Error)]
-pub enum ModelError {
-    #[error("Model {0} not found (no {1})")]
-    NotFound(String, String),
-    #[error("Model {id} cannot be loaded: {reason}")]
-    Broken { id: String, reason: String },
-    /// Offline, or no source could be reached: 503 with Retry-After.
-    #[error("Model {id} is not available: {reason}")]
-    Unavailable { id: String, reason: String },
-    /// A source refused (Roboflow's 401/403/404): its status, passed through.
-    #[error("Model {id}: {message}")]
-    Upstream { id: String, status: u16, message: String },
-    /// A malformed answer or a file that failed verification (deleted, never loaded): 502.
-    #[error("Model {id} could not be downloaded: {reason}")]
-    BadDownload { id: String, reason: String },
 }
 
 /// One model's single-flight cell, and the last failed load (shared with the requests that
@@ -59,7 +43,7 @@ struct Failure {
 
 type Slot = Arc<SlotInner>;
 
-pub struct ModelStore {
+pub struct LoadedModels {
     root: PathBuf,
     options: SessionOptions,
     slots: Mutex<HashMap<ModelId, Slot>>,
@@ -77,7 +61,7 @@ pub struct Limits {
     pub pinned: HashSet<ModelId>,
 }
 
-impl ModelStore {
+impl LoadedModels {
     pub fn new(root: PathBuf, options: SessionOptions) -> Self {
         Self {
             root,
@@ -270,7 +254,7 @@ impl ModelStore {
             id: id.to_string(),
             reason: format!("{e:#}"),
         })?;
-        tracing::info!(model = %id, task = loaded.description.task.roboflow_name(),
+        tracing::info!(model = %id, task = %loaded.description.task, architecture = ?loaded.description.architecture,
             input = format!("{}x{}", loaded.description.input_width, loaded.description.input_height),
             classes = loaded.description.class_names.len(),
             ms = started.elapsed().as_millis() as u64, "model loaded");

@@ -14,10 +14,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::cache::ModelCache;
-use super::id::ModelId;
-use super::sources::{
-    display_url, net_error, read_small, FetchError, ModelSources, MAX_JSON_BYTES, MAX_MODEL_BYTES, ROBOFLOW,
+use super::fetch::{
+    display_url, net_error, read_small, FetchError, Fetcher, MAX_JSON_BYTES, MAX_MODEL_BYTES, ROBOFLOW,
 };
+use super::id::ModelId;
 
 #[derive(Debug, Deserialize)]
 struct OrtAnswer {
@@ -66,7 +66,7 @@ fn error_message(body: &[u8], api_key: &str) -> String {
 
 /// Downloads `id` from Roboflow into the cache.
 pub async fn fetch(
-    sources: &ModelSources,
+    fetcher: &Fetcher,
     cache: &ModelCache,
     api: &Url,
     id: &ModelId,
@@ -82,7 +82,7 @@ pub async fn fetch(
         .append_pair("nocache", "true")
         .append_pair("dynamic", "true");
     let what = format!("Roboflow API {shown}");
-    let response = sources
+    let response = fetcher
         .client()
         .get(url)
         .timeout(std::time::Duration::from_secs(30))
@@ -117,7 +117,7 @@ pub async fn fetch(
     let model_url = parse_file_url(model_url, "ort.model")?;
 
     let mut staging = cache.begin(id)?;
-    sources
+    fetcher
         .download(
             &mut staging,
             id,
@@ -131,7 +131,7 @@ pub async fn fetch(
     match ort.environment {
         Some(Value::String(env_url)) => {
             let env_url = parse_file_url(&env_url, "ort.environment")?;
-            sources
+            fetcher
                 .download(
                     &mut staging,
                     id,

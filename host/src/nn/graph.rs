@@ -154,7 +154,8 @@ fn run_session(
         .collect()
 }
 
-fn build_session(path: &Path, options: &SessionOptions) -> Result<Session> {
+/// A session for the model at `path`, with the server's settings (also the benchmark's).
+pub fn build_session(path: &Path, options: &SessionOptions) -> Result<Session> {
     let mut builder = Session::builder()?
         .with_optimization_level(GraphOptimizationLevel::Level3)?
         // One op at a time per session; parallelism comes from the shared intra-op pool.

@@ -1,16 +1,19 @@
-//! Plugins: their manifests, the installed set (hot-reloaded), the runtime, and calls.
+//! Plugins: their manifests, the installed set (hot-reloaded, chosen per model), the runtime, and
+//! calls. Which worlds exist and how each is called is registered by `crate::tasks`.
 
-pub mod bindings;
+pub mod call;
 pub mod manifest;
 pub mod registry;
 pub mod runtime;
-pub mod task;
+pub mod wit;
+pub mod world;
 
 use std::time::Duration;
 
-pub use registry::{LoadedPlugin, PluginRegistry};
-pub use runtime::{CallLimits, PluginRuntime};
-pub use task::{TaskOutput, TaskParams};
+pub use call::detection_bytes;
+pub use registry::{Chosen, LoadedPlugin, NoPlugin, PluginRegistry, Reason};
+pub use runtime::{CallLimits, CallState, PluginRuntime};
+pub use world::{Bound, World, Worlds};
 
 /// A successful call and what it cost.
 pub struct CallOutcome<T> {

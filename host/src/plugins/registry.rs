@@ -2,6 +2,11 @@
 //! The directory is rescanned periodically, so adding, replacing or removing a plugin takes
 //! effect without a restart; a broken plugin is refused with a log line (keeping the version
 //! that was serving, if any) while the others carry on.
+//!
+//! Task plugins are chosen per model (`choose`): the plugin the model pins, else the one whose
+//! `[models]` claims fit it best (an exact architecture name, then the longest architecture
+//! prefix, then the outputs it decodes), else the world's default (a plugin with no claims).
+//! Custom-task plugins are found by their route.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,10 +16,10 @@ use std::time::SystemTime;
 use anyhow::{Context, Result};
 use parking_lot::RwLock;
 
-use super::manifest::Manifest;
+use super::manifest::{Fit, Manifest};
 use super::runtime::{CallLimits, PluginRuntime};
-use super::task::TaskPlugin;
-use crate::models::Task;
+use super::world::{Bound, World, Worlds};
+use crate::models::ModelDescription;
 
 /// Size and modification time of a plugin's two files: a change means "reload".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,15 +38,66 @@ fn stamp_of(path: &Path) -> (u64, Option<SystemTime>) {
 pub struct LoadedPlugin {
     pub manifest: Manifest,
     pub limits: CallLimits,
-    pub plugin: TaskPlugin,
+    /// The component, type-checked against its world (see `World::bind`).
+    pub bound: Bound,
     pub route: String,
     stamp: Stamp,
+}
+
+impl LoadedPlugin {
+    pub fn name(&self) -> &str {
+        &self.manifest.name
+    }
+
+    /// Whether it claims models (`[models]`), rather than being its world's default.
+    pub fn claims_models(&self) -> bool {
+        self.manifest.models.is_some()
+    }
+}
+
+/// The plugin chosen for a model, and why.
+pub struct Chosen {
+    pub plugin: Arc<LoadedPlugin>,
+    pub reason: Reason,
+}
+
+/// Why a plugin serves a model (reported by `/model/registry` and in logs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// The model names it (`plugin` in its `model.toml`).
+    Pinned,
+    /// It claims the model's architecture.
+    Architecture,
+    /// It claims the model's outputs.
+    Outputs,
+    /// No plugin claims the model: the world's default.
+    Default,
+}
+
+/// Why no plugin can serve a model.
+#[derive(Debug, thiserror::Error)]
+pub enum NoPlugin {
+    #[error("no {world} plugin is installed")]
+    None { world: String },
+    #[error("model {model} is pinned to plugin {plugin}, which is not installed for {world}")]
+    PinnedMissing {
+        model: String,
+        plugin: String,
+        world: String,
+    },
+    #[error("no {world} plugin serves model {model}: none claims it and there is no default plugin")]
+    Unclaimed { model: String, world: String },
+    /// Plugins exist but the caller may not use them.
+    #[error("no plugin the caller may use serves {world}")]
+    NotAllowed { world: String },
 }
 
 pub struct PluginRegistry {
     dir: PathBuf,
     cache_dir: Option<PathBuf>,
     defaults: CallLimits,
+    worlds: Worlds,
     /// By file stem.
     plugins: RwLock<HashMap<String, Arc<LoadedPlugin>>>,
     /// Stamps of plugins that failed to load, so they are not retried until they change.
@@ -49,11 +105,12 @@ pub struct PluginRegistry {
 }
 
 impl PluginRegistry {
-    pub fn new(dir: PathBuf, cache_dir: Option<PathBuf>, defaults: CallLimits) -> Self {
+    pub fn new(dir: PathBuf, cache_dir: Option<PathBuf>, defaults: CallLimits, worlds: Worlds) -> Self {
         Self {
             dir,
             cache_dir,
             defaults,
+            worlds,
             plugins: RwLock::new(HashMap::new()),
             refused: RwLock::new(HashMap::new()),
         }
@@ -95,7 +152,8 @@ impl PluginRegistry {
             match self.load(runtime, &stem, &manifest_path, &wasm_path, stamp) {
                 Ok(plugin) => {
                     tracing::info!(plugin = %plugin.manifest.name, version = %plugin.manifest.version,
-                        route = %format!("/infer/{}", plugin.route), "plugin loaded");
+                        world = %plugin.manifest.world, route = %format!("/infer/{}", plugin.route),
+                        claims = plugin.claims_models(), "plugin loaded");
                     self.refused.write().remove(&stem);
                     self.plugins.write().insert(stem, Arc::new(plugin));
                 }
@@ -129,50 +187,116 @@ impl PluginRegistry {
         wasm_path: &Path,
         stamp: Stamp,
     ) -> Result<LoadedPlugin> {
-        let manifest = Manifest::read(manifest_path)?;
+        let manifest = Manifest::read(manifest_path, &self.worlds)?;
         if !wasm_path.is_file() {
             anyhow::bail!("{} is missing", wasm_path.display());
         }
-        let route = manifest.route();
-        if let Some(other) = self
+        let world: World = *manifest.world(&self.worlds)?;
+        let route = manifest.route(&world);
+        // One plugin per custom route, one default per task world; family plugins share theirs.
+        let clash = |p: &LoadedPlugin| {
+            p.route == route && (!world.is_task() || (manifest.models.is_none() && !p.claims_models()))
+        };
+        if let Some((_, other)) = self
             .plugins
             .read()
             .iter()
-            .find(|(other_stem, p)| other_stem.as_str() != stem && p.route == route)
+            .find(|(other_stem, p)| other_stem.as_str() != stem && clash(p))
         {
             anyhow::bail!(
-                "route /infer/{route} is already served by plugin {}",
-                other.1.manifest.name
+                "/infer/{route} is already served by plugin {} (a world has one default plugin; the others claim [models])",
+                other.manifest.name
             );
         }
+        if let Some((_, other)) = self
+            .plugins
+            .read()
+            .iter()
+            .find(|(other_stem, p)| other_stem.as_str() != stem && p.manifest.name == manifest.name)
+        {
+            anyhow::bail!("plugin name {} is already taken by {}", manifest.name, other.route);
+        }
         let component = runtime.compile(wasm_path, self.cache_dir.as_deref())?;
-        let plugin =
-            TaskPlugin::new(runtime, manifest.name.clone(), manifest.world, &component).with_context(|| {
-                format!(
-                    "{} does not implement the {:?} world",
-                    wasm_path.display(),
-                    manifest.world
-                )
-            })?;
+        let pre = runtime
+            .linker()
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)?;
+        let bound = (world.bind)(pre)
+            .with_context(|| format!("{} does not implement the {} world", wasm_path.display(), world.name))?;
         Ok(LoadedPlugin {
             limits: manifest.limits(&self.defaults),
             manifest,
-            plugin,
+            bound,
             route,
             stamp,
         })
     }
 
+    /// The custom-task plugin serving `/infer/<route>`.
     pub fn by_route(&self, route: &str) -> Option<Arc<LoadedPlugin>> {
-        self.plugins.read().values().find(|p| p.route == route).cloned()
-    }
-
-    pub fn by_task(&self, task: Task) -> Option<Arc<LoadedPlugin>> {
         self.plugins
             .read()
             .values()
-            .find(|p| p.manifest.world.task() == Some(task))
+            .find(|p| p.route == route && self.worlds.get(&p.manifest.world).is_some_and(|w| !w.is_task()))
             .cloned()
+    }
+
+    /// The plugin of `world` for `model` among those `allowed` (by name): see the module's doc.
+    /// Ties go to the first name in alphabetical order.
+    pub fn choose(
+        &self,
+        world: &str,
+        model: &ModelDescription,
+        allowed: impl Fn(&str) -> bool,
+    ) -> Result<Chosen, NoPlugin> {
+        let plugins = self.plugins.read();
+        let mut candidates: Vec<&Arc<LoadedPlugin>> = plugins.values().filter(|p| p.manifest.world == world).collect();
+        candidates.sort_by(|a, b| a.name().cmp(b.name()));
+        if candidates.is_empty() {
+            return Err(NoPlugin::None { world: world.into() });
+        }
+        if let Some(pin) = &model.plugin {
+            return match candidates.iter().find(|p| p.name() == pin) {
+                Some(p) if allowed(p.name()) => Ok(Chosen {
+                    plugin: (*p).clone(),
+                    reason: Reason::Pinned,
+                }),
+                Some(_) => Err(NoPlugin::NotAllowed { world: world.into() }),
+                None => Err(NoPlugin::PinnedMissing {
+                    model: model.id.clone(),
+                    plugin: pin.clone(),
+                    world: world.into(),
+                }),
+            };
+        }
+        let outputs: Vec<(String, Vec<i64>)> = model.outputs.clone();
+        let fit = |p: &LoadedPlugin| match &p.manifest.models {
+            None => Some(Fit::Default),
+            Some(claims) => claims.fit(model.architecture.as_deref(), &outputs),
+        };
+        let mut best: Option<(Fit, &Arc<LoadedPlugin>)> = None;
+        for p in candidates.iter().filter(|p| allowed(p.name())) {
+            if let Some(f) = fit(p) {
+                if best.as_ref().is_none_or(|(b, _)| f > *b) {
+                    best = Some((f, p));
+                }
+            }
+        }
+        match best {
+            Some((fit, plugin)) => Ok(Chosen {
+                plugin: plugin.clone(),
+                reason: match fit {
+                    Fit::Default => Reason::Default,
+                    Fit::Outputs => Reason::Outputs,
+                    Fit::Architecture | Fit::ArchitecturePrefix(_) => Reason::Architecture,
+                },
+            }),
+            None if candidates.iter().any(|p| allowed(p.name())) => Err(NoPlugin::Unclaimed {
+                model: model.id.clone(),
+                world: world.into(),
+            }),
+            None => Err(NoPlugin::NotAllowed { world: world.into() }),
+        }
     }
 
     /// Every loaded plugin, by name.

@@ -1,6 +1,6 @@
 //! The gate in front of every non-public route when tenants are configured: find the key,
 //! find its tenant (401 if none), apply the tenant's body cap (413) and quota (429), then
-//! handle the request with the tenant in scope (`current()`) for the handlers' checks.
+//! handle the request with the tenant in its extensions (for `context::Ctx`).
 
 use std::sync::Arc;
 
@@ -11,18 +11,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-pub use super::gate::Gate;
-use super::{Refusal, Tenant};
-use crate::server::error::ApiError;
-
-tokio::task_local! {
-    static TENANT: Arc<Tenant>;
-}
-
-/// The tenant of the request being handled; `None` when the server runs open.
-pub fn current() -> Option<Arc<Tenant>> {
-    TENANT.try_with(Clone::clone).ok()
-}
+use super::context::bearer;
+use super::error::ApiError;
+use crate::metrics::RequestLabels;
+use crate::tenants::{Admission, Gate, Refusal};
 
 /// Routes anyone may call: liveness, readiness, identity, documentation and the try-it page
 /// (whose API calls carry the user's key).
@@ -69,8 +61,8 @@ pub async fn authenticate(State(gate): State<Arc<Gate>>, request: Request, next:
         return next.run(request).await;
     }
     match admit(&gate, request).await {
-        Ok((tenant, admission, request)) => {
-            let response = TENANT.scope(tenant, next.run(request)).await;
+        Ok((admission, request)) => {
+            let response = next.run(request).await;
             drop(admission);
             response
         }
@@ -78,7 +70,8 @@ pub async fn authenticate(State(gate): State<Arc<Gate>>, request: Request, next:
     }
 }
 
-async fn admit(gate: &Gate, request: Request) -> Result<(Arc<Tenant>, super::Admission, Request), ApiError> {
+/// The request, with its tenant, admitted; the admission is held while it is handled.
+async fn admit(gate: &Gate, request: Request) -> Result<(Admission, Request), ApiError> {
     let (parts, body) = request.into_parts();
     let tenants = gate.tenants();
     let declared = parts
@@ -93,7 +86,7 @@ async fn admit(gate: &Gate, request: Request) -> Result<(Arc<Tenant>, super::Adm
     };
     // A key in the header or query is checked before the body is read, so a request with a
     // wrong one costs no body, and a known tenant's body is read only up to its own cap.
-    let early = match crate::models::sources::bearer(&parts.headers).or_else(|| query_key(parts.uri.query())) {
+    let early = match bearer(&parts.headers).or_else(|| query_key(parts.uri.query())) {
         Some(key) => Some(tenants.authenticate(&key).ok_or_else(unauthorized)?),
         None => None,
     };
@@ -142,8 +135,12 @@ async fn admit(gate: &Gate, request: Request) -> Result<(Arc<Tenant>, super::Adm
         }
     })?;
     tracing::Span::current().record("tenant", tenant.name.as_str());
-    crate::server::metrics::note_tenant(&tenant.name);
-    Ok((tenant, admission, Request::from_parts(parts, Body::from(bytes))))
+    if let Some(labels) = parts.extensions.get::<Arc<RequestLabels>>() {
+        labels.note_tenant(&tenant.name);
+    }
+    let mut request = Request::from_parts(parts, Body::from(bytes));
+    request.extensions_mut().insert(tenant);
+    Ok((admission, request))
 }
 
 fn too_large(size: usize, max: usize) -> ApiError {

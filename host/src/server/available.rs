@@ -8,11 +8,12 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::context::Ctx;
 use super::error::ApiError;
 use super::AppState;
 use crate::models::catalog::{self, Location};
 use crate::models::ModelId;
-use crate::tenants;
+use crate::tasks;
 
 /// Where a model's files are.
 #[derive(Debug, Serialize, ToSchema)]
@@ -35,12 +36,14 @@ pub struct AvailableModel {
     pub task_type: Option<String>,
     /// The route that serves the model, when its task is known.
     #[schema(example = "/infer/object_detection")]
-    pub route: Option<&'static str>,
+    pub route: Option<String>,
     pub location: ModelLocation,
     /// Size of the model's files.
     pub bytes: u64,
     /// Whether the model is loaded now.
     pub loaded: bool,
+    /// The plugin serving it (loaded models only: the choice needs the model's outputs).
+    pub plugin: Option<String>,
 }
 
 /// `GET /models`.
@@ -60,15 +63,15 @@ A model in both places is listed once, from the models directory, the copy that 
 With tenants, only the models the key's tenant may use.",
     responses((status = 200, description = "The models on disk, by id.", body = AvailableModels)),
 )]
-pub async fn models(State(state): State<Arc<AppState>>) -> Result<Json<AvailableModels>, ApiError> {
-    let tenant = tenants::current();
-    let dir = state.models.models_dir().to_path_buf();
-    let cache = state.models.cache().cloned();
+pub async fn models(State(state): State<Arc<AppState>>, Ctx(caller): Ctx) -> Result<Json<AvailableModels>, ApiError> {
+    let models = &state.pipeline.models;
+    let dir = models.models_dir().to_path_buf();
+    let cache = models.cache().cloned();
     // Reads directories and ONNX headers: off the async threads.
     let found = tokio::task::spawn_blocking(move || catalog::on_disk(&dir, cache.as_ref()))
         .await
         .map_err(|e| ApiError::Internal(format!("listing models failed: {e}")))?;
-    let loaded: HashSet<String> = state.models.loaded().keys().map(ToString::to_string).collect();
+    let loaded = models.loaded();
     let local: HashSet<String> = found
         .iter()
         .filter(|m| m.location == Location::ModelsDir)
@@ -78,20 +81,23 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Result<Json<Available
         .into_iter()
         .filter(|m| m.location == Location::ModelsDir || !local.contains(&m.id))
         // With tenants, only the request's tenant's models (a malformed directory name is no one's).
-        .filter(|m| match &tenant {
-            None => true,
-            Some(t) => ModelId::parse(&m.id).is_ok_and(|id| t.may_use_model(&id)),
-        })
-        .map(|m| AvailableModel {
-            route: m.known_task().map(|t| t.route()),
-            loaded: loaded.contains(&m.id),
-            location: match m.location {
-                Location::ModelsDir => ModelLocation::ModelsDir,
-                Location::Cache => ModelLocation::Cache,
-            },
-            bytes: m.bytes,
-            task_type: m.task,
-            model_id: m.id,
+        // With tenants, only the caller's tenant's models (a malformed directory name is no one's).
+        .filter(|m| caller.tenant.is_none() || ModelId::parse(&m.id).is_ok_and(|id| caller.may_use_model(&id)))
+        .map(|m| {
+            let id = ModelId::parse(&m.id).ok();
+            let served = id.as_ref().and_then(|id| loaded.get(id));
+            AvailableModel {
+                route: m.known_task().and_then(tasks::route_of),
+                loaded: served.is_some(),
+                plugin: served.and_then(|model| state.pipeline.task_plugin(&caller, model)),
+                location: match m.location {
+                    Location::ModelsDir => ModelLocation::ModelsDir,
+                    Location::Cache => ModelLocation::Cache,
+                },
+                bytes: m.bytes,
+                task_type: m.task,
+                model_id: m.id,
+            }
         })
         .collect();
     models.sort_by(|a, b| a.model_id.cmp(&b.model_id));

@@ -8,19 +8,21 @@ use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::Router;
-use serde::Serialize;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::OpenApi as OpenApiDoc;
-use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
+use super::context::REQUEST_ID_HEADER;
 use super::error::ErrorBody;
-use super::responses::{ClassificationResponse, DetectionsResponse, MultiLabelClassificationResponse};
+use super::infer::{ImageDeclaration, ImageType, InferRequest};
+use super::legacy::{LegacyFormat, LegacyImageType};
+use super::schemas::InferErrors;
 use super::{available, infer, legacy, manage, metrics, AppState};
+use crate::tasks::{self, Task};
 
 pub const OPENAPI_PATH: &str = "/openapi.json";
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 #[derive(OpenApi)]
 #[openapi(
@@ -31,12 +33,8 @@ Inference Server's HTTP API.\n\nErrors are JSON `{\"message\": \"…\"}`. Every 
 an `x-request-id` header: the request's own `x-request-id` when it sent one, else a fresh UUID; \
 the server's request log line carries the same id.",
     ),
+    // The task routes (`/infer/object_detection`, ...) are added by `TaskPaths`.
     paths(
-        infer::object_detection,
-        infer::instance_segmentation,
-        infer::segmentation,
-        infer::classification,
-        infer::keypoints_detection,
         legacy::legacy_get,
         legacy::legacy_post,
         manage::registry,
@@ -52,16 +50,149 @@ the server's request log line carries the same id.",
         manage::plugins,
     ),
     // Schemas that only responses and parameters name (the derive collects the bodies' own).
-    components(schemas(ErrorBody, LegacyImageType, LegacyFormat)),
+    components(schemas(ErrorBody, InferRequest, ImageDeclaration, ImageType, LegacyImageType, LegacyFormat)),
     tags(
         (name = "inference", description = "Run a model on images (Roboflow's `/infer/<task>` API)"),
         (name = "legacy", description = "Roboflow's hosted-API route"),
         (name = "models", description = "Load and unload models"),
         (name = "service", description = "Identity, health and metrics"),
     ),
-    modifiers(&TenantErrors, &RequestIdHeader),
+    modifiers(&TaskPaths, &TenantErrors, &RequestIdHeader),
 )]
 pub struct ApiDoc;
+
+/// Documents each task's route from its types: the shared request with the task's options, one
+/// response or a list; and, on the legacy route, whichever task's response and options.
+struct TaskPaths;
+
+impl Modify for TaskPaths {
+    fn modify(&self, openapi: &mut OpenApiDoc) {
+        use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
+        use utoipa::openapi::request_body::RequestBodyBuilder;
+        use utoipa::openapi::schema::{AllOfBuilder, AnyOfBuilder, ArrayBuilder, Ref};
+        use utoipa::openapi::{ContentBuilder, RefOr, Required, ResponseBuilder, ResponsesBuilder, Schema};
+
+        #[derive(Default)]
+        struct Collect {
+            operations: Vec<(String, utoipa::openapi::path::Operation)>,
+            schemas: Vec<(String, RefOr<Schema>)>,
+            responses: Vec<RefOr<Schema>>,
+            /// The tasks' own options, as legacy query parameters (name, schema, description).
+            options: Vec<(String, RefOr<Schema>, Option<String>)>,
+        }
+        impl tasks::Visitor for Collect {
+            fn visit<T: Task>(&mut self) {
+                let options = <T::Options as utoipa::ToSchema>::name().to_string();
+                self.schemas
+                    .push((options.clone(), <T::Options as utoipa::PartialSchema>::schema()));
+                <T::Options as utoipa::ToSchema>::schemas(&mut self.schemas);
+                T::response_schemas(&mut self.schemas);
+                if let RefOr::T(Schema::Object(object)) = <T::Options as utoipa::PartialSchema>::schema() {
+                    for (name, schema) in object.properties {
+                        let description = match &schema {
+                            RefOr::T(Schema::Object(o)) => o.description.clone(),
+                            _ => None,
+                        };
+                        self.options.push((name, schema, description));
+                    }
+                }
+                let response = <T::Response as utoipa::PartialSchema>::schema();
+                self.responses.push(response.clone());
+                let request: RefOr<Schema> = AllOfBuilder::new()
+                    .item(Ref::from_schema_name(<InferRequest as utoipa::ToSchema>::name()))
+                    .item(Ref::from_schema_name(options))
+                    .into();
+                let reply = AnyOfBuilder::new()
+                    .item(response.clone())
+                    .item(ArrayBuilder::new().items(response))
+                    .description(Some(
+                        "One response for one image, a list (in order) for a list of images.",
+                    ));
+                let responses = ResponsesBuilder::new()
+                    .response(
+                        "200",
+                        ResponseBuilder::new()
+                            .description("One response for one image, a list (in order) for a list of images.")
+                            .content("application/json", ContentBuilder::new().schema(Some(reply)).build()),
+                    )
+                    .responses_from_into_responses::<InferErrors>()
+                    .build();
+                for (i, route) in T::ROUTES.iter().enumerate() {
+                    let summary = match i {
+                        0 => T::SUMMARY.to_string(),
+                        _ => format!("{} (alias)", T::SUMMARY),
+                    };
+                    let description = match i {
+                        0 => T::DESCRIPTION.to_string(),
+                        _ => format!("The same as `/infer/{}`.", T::ROUTES[0]),
+                    };
+                    let operation = OperationBuilder::new()
+                        .tag("inference")
+                        .operation_id(Some(format!("infer_{route}")))
+                        .summary(Some(summary))
+                        .description(Some(description))
+                        .request_body(Some(
+                            RequestBodyBuilder::new()
+                                .content(
+                                    "application/json",
+                                    ContentBuilder::new().schema(Some(request.clone())).build(),
+                                )
+                                .required(Some(Required::True))
+                                .build(),
+                        ))
+                        .responses(responses.clone())
+                        .build();
+                    self.operations.push((format!("/infer/{route}"), operation));
+                }
+            }
+        }
+        let mut all = Collect::default();
+        tasks::each(&mut all);
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for (name, schema) in all.schemas {
+            components.schemas.entry(name).or_insert(schema);
+        }
+        for (path, operation) in all.operations {
+            openapi
+                .paths
+                .add_path_operation(path, vec![HttpMethod::Post], operation);
+        }
+        // The legacy route answers with the model's own task, and reads that task's options.
+        let any_task = all
+            .responses
+            .into_iter()
+            .fold(AnyOfBuilder::new(), AnyOfBuilder::item)
+            .description(Some("The response of the model's own task."))
+            .build();
+        if let Some(item) = openapi.paths.paths.get_mut("/{dataset}/{version}") {
+            for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+                if let Some(RefOr::T(ok)) = operation.responses.responses.get_mut("200") {
+                    if let Some(json) = ok.content.get_mut("application/json") {
+                        json.schema = Some(Schema::AnyOf(any_task.clone()).into());
+                    }
+                }
+                let parameters = operation.parameters.get_or_insert_with(Vec::new);
+                for (name, schema, description) in &all.options {
+                    if parameters.iter().any(|p| &p.name == name) {
+                        continue;
+                    }
+                    let description = description
+                        .clone()
+                        .map(|d| format!("{d} (models of the task that reads it)"));
+                    parameters.push(
+                        ParameterBuilder::new()
+                            .name(name)
+                            .parameter_in(ParameterIn::Query)
+                            .required(Required::False)
+                            .schema(Some(schema.clone()))
+                            .description(description)
+                            .build(),
+                    );
+                }
+            }
+        }
+    }
+}
 
 /// Declares what the tenants gate (`--tenants`) may answer on every route it guards: 401 without
 /// a valid key, 429 over the tenant's quota (and 403 for admin-only routes, 413 over its body cap).
@@ -95,7 +226,7 @@ impl Modify for TenantErrors {
             ];
             for (method, operation) in operations {
                 let Some(operation) = operation else { continue };
-                if crate::tenants::middleware::is_public(&method, path) {
+                if super::auth::is_public(&method, path) {
                     continue;
                 }
                 let responses = &mut operation.responses.responses;
@@ -162,230 +293,6 @@ impl Modify for RequestIdHeader {
             }
         }
     }
-}
-
-// Schema-only types: the wire values of string fields, and the shapes of bodies that the
-// handlers read as bytes. They describe what the handlers accept; serde does not use them.
-
-/// How an image is given.
-#[allow(dead_code)]
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ImageType {
-    Base64,
-    Url,
-    Numpy,
-}
-
-/// How the legacy route's body image is encoded.
-#[allow(dead_code)]
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum LegacyImageType {
-    Base64,
-    Numpy,
-}
-
-/// The legacy route's answer: JSON, the annotated picture (JPEG), or JSON carrying the
-/// picture as base64 `visualization`.
-#[allow(dead_code)]
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum LegacyFormat {
-    Json,
-    Image,
-    ImageAndJson,
-}
-
-/// A JPEG picture.
-#[allow(dead_code)]
-#[derive(ToSchema)]
-#[schema(value_type = String, format = Binary)]
-pub struct Jpeg(Vec<u8>);
-
-/// How instance masks are computed.
-#[allow(dead_code)]
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum MaskDecodeMode {
-    Accurate,
-    Fast,
-    Tradeoff,
-}
-
-/// How instance masks are returned.
-#[allow(dead_code)]
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum MaskFormat {
-    Polygon,
-    Rle,
-}
-
-/// A multipart upload for the legacy route.
-#[allow(dead_code)]
-#[derive(ToSchema)]
-pub struct LegacyUpload {
-    /// The image file (a numpy pickle or `.npy` with `image_type=numpy`).
-    #[schema(value_type = String, format = Binary)]
-    file: Vec<u8>,
-}
-
-/// The raw image file (or numpy pickle with `image_type=numpy`).
-#[allow(dead_code)]
-#[derive(ToSchema)]
-#[schema(value_type = String, format = Binary)]
-pub struct RawImage(Vec<u8>);
-
-/// Detections (object detection, instance segmentation, keypoints): one response for one
-/// image, a list for a list.
-#[allow(dead_code)]
-#[derive(Serialize, ToSchema)]
-#[serde(untagged)]
-pub enum DetectionsReply {
-    One(DetectionsResponse),
-    Many(Vec<DetectionsResponse>),
-}
-
-/// One image's classification: single-label or multi-label, by the model.
-#[allow(dead_code)]
-#[derive(Serialize, ToSchema)]
-#[serde(untagged)]
-pub enum ClassificationResult {
-    SingleLabel(ClassificationResponse),
-    MultiLabel(MultiLabelClassificationResponse),
-}
-
-/// Classification: one response for one image, a list for a list.
-#[allow(dead_code)]
-#[derive(Serialize, ToSchema)]
-#[serde(untagged)]
-pub enum ClassificationReply {
-    One(ClassificationResult),
-    Many(Vec<ClassificationResult>),
-}
-
-/// The errors of the `/infer/<task>` routes.
-#[allow(dead_code)]
-#[derive(IntoResponses)]
-pub enum InferErrors {
-    /// A bad image (undecodable, too large, unfetchable URL), bad parameters (e.g.
-    /// `visualization_stroke_width` out of range), a malformed model id, too many images, or a model of another task (the message names its route).
-    #[response(status = 400)]
-    BadRequest(ErrorBody),
-    /// Roboflow refused the `api_key` while downloading the model.
-    #[response(status = 401)]
-    Unauthorized(ErrorBody),
-    /// Roboflow refused access to the model while downloading it.
-    #[response(status = 403)]
-    Forbidden(ErrorBody),
-    /// No such model (here, nor at Roboflow with the request's `api_key`).
-    #[response(status = 404)]
-    NotFound(ErrorBody),
-    /// The body is larger than the server's limit.
-    #[response(status = 413)]
-    PayloadTooLarge(ErrorBody),
-    /// The body is not the expected JSON (or `model_id` is missing).
-    #[response(status = 422)]
-    Unprocessable(ErrorBody),
-    /// The plugin trapped or failed, or the model cannot be loaded; the message says why.
-    #[response(status = 500)]
-    Internal(ErrorBody),
-    /// A model download was malformed or failed verification.
-    #[response(status = 502)]
-    BadGateway(ErrorBody),
-    /// No plugin is installed for the model's task, the model's source cannot be reached
-    /// (or the server is offline), or the server is shutting down.
-    #[response(status = 503, headers(("Retry-After" = String, description = "Seconds")))]
-    Unavailable(ErrorBody),
-    /// The plugin exceeded its time limit.
-    #[response(status = 504)]
-    Timeout(ErrorBody),
-}
-
-/// The errors of the legacy route.
-#[allow(dead_code)]
-#[derive(IntoResponses)]
-pub enum LegacyErrors {
-    /// No image, a bad image, bad query parameters (e.g. `stroke` out of range) or a malformed model id.
-    #[response(status = 400)]
-    BadRequest(ErrorBody),
-    /// Roboflow refused the `api_key` while downloading the model.
-    #[response(status = 401)]
-    Unauthorized(ErrorBody),
-    /// Roboflow refused access to the model while downloading it.
-    #[response(status = 403)]
-    Forbidden(ErrorBody),
-    /// No such model (here, nor at Roboflow with the request's `api_key`).
-    #[response(status = 404)]
-    NotFound(ErrorBody),
-    /// The body is larger than the server's limit.
-    #[response(status = 413)]
-    PayloadTooLarge(ErrorBody),
-    /// `confidence` is neither a number nor `best`/`default`.
-    #[response(status = 422)]
-    Unprocessable(ErrorBody),
-    /// The plugin trapped or failed, or the model cannot be loaded; the message says why.
-    #[response(status = 500)]
-    Internal(ErrorBody),
-    /// A model download was malformed or failed verification.
-    #[response(status = 502)]
-    BadGateway(ErrorBody),
-    /// No plugin is installed for the model's task, the model's source cannot be reached
-    /// (or the server is offline), or the server is shutting down.
-    #[response(status = 503, headers(("Retry-After" = String, description = "Seconds")))]
-    Unavailable(ErrorBody),
-    /// The plugin exceeded its time limit.
-    #[response(status = 504)]
-    Timeout(ErrorBody),
-}
-
-/// The errors of `/model/add`.
-#[allow(dead_code)]
-#[derive(IntoResponses)]
-pub enum AddModelErrors {
-    /// A malformed model id.
-    #[response(status = 400)]
-    BadRequest(ErrorBody),
-    /// Roboflow refused the `api_key` while downloading the model.
-    #[response(status = 401)]
-    Unauthorized(ErrorBody),
-    /// Roboflow refused access to the model while downloading it.
-    #[response(status = 403)]
-    Forbidden(ErrorBody),
-    /// No such model (here, nor at Roboflow with the request's `api_key`).
-    #[response(status = 404)]
-    NotFound(ErrorBody),
-    /// The body is larger than the server's limit.
-    #[response(status = 413)]
-    PayloadTooLarge(ErrorBody),
-    /// The body is not the expected JSON.
-    #[response(status = 422)]
-    Unprocessable(ErrorBody),
-    /// The model's files cannot be loaded; the message says why.
-    #[response(status = 500)]
-    Internal(ErrorBody),
-    /// A model download was malformed or failed verification.
-    #[response(status = 502)]
-    BadGateway(ErrorBody),
-    /// The model's source cannot be reached (or the server is offline).
-    #[response(status = 503, headers(("Retry-After" = String, description = "Seconds")))]
-    Unavailable(ErrorBody),
-}
-
-/// The errors of `/model/remove`.
-#[allow(dead_code)]
-#[derive(IntoResponses)]
-pub enum RemoveModelErrors {
-    /// A malformed model id.
-    #[response(status = 400)]
-    BadRequest(ErrorBody),
-    /// The body is larger than the server's limit.
-    #[response(status = 413)]
-    PayloadTooLarge(ErrorBody),
-    /// The body is not the expected JSON.
-    #[response(status = 422)]
-    Unprocessable(ErrorBody),
 }
 
 const REDOC_JS: &[u8] = include_bytes!("../../assets/redoc.standalone.js");

@@ -8,7 +8,9 @@ use utoipa::ToSchema;
 
 use crate::input::InputError;
 use crate::models::{InvalidModelId, ModelError};
+use crate::pipeline;
 use crate::plugins::{CallError, PluginErrorKind};
+use crate::tasks::BadOptions;
 
 /// Every error's body.
 #[derive(Debug, Serialize, ToSchema)]
@@ -101,6 +103,31 @@ impl IntoResponse for ApiError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+impl From<pipeline::Error> for ApiError {
+    fn from(e: pipeline::Error) -> Self {
+        use pipeline::Error as E;
+        match e {
+            E::Invalid(m) => ApiError::BadRequest(m),
+            E::Image(e) => ApiError::Image(e),
+            E::ModelId(e) => ApiError::ModelId(e),
+            E::Model(e) => ApiError::Model(e),
+            E::Plugin(e) => ApiError::Plugin(e),
+            E::NotFound(m) => ApiError::NotFound(m),
+            E::Unavailable(m) => ApiError::Unavailable(m),
+            E::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl From<BadOptions> for ApiError {
+    fn from(e: BadOptions) -> Self {
+        match e {
+            BadOptions::Invalid(m) => ApiError::BadRequest(m),
+            BadOptions::Unprocessable(m) => ApiError::Unprocessable(m),
+        }
     }
 }
 

@@ -4,19 +4,49 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{FromRequest, Multipart, Path, Query, RawQuery, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
+use futures_util::future::BoxFuture;
 use serde::Deserialize;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 
+use super::context::Ctx;
 use super::error::ApiError;
-use super::infer::{respond, Confidence, InferOptions};
+use super::infer::respond;
 use super::AppState;
 use crate::input::{decode_base64, ImageSource};
-use crate::pipeline;
+use crate::models::LoadedModel;
+use crate::pipeline::Caller;
+use crate::tasks::{self, Choice, Common, Confidence, Task, DEFAULT_MAX_DETECTIONS};
 use crate::visualize::Style;
 
+/// How the legacy route's body image is encoded.
+#[derive(Clone, Copy, Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LegacyImageType {
+    /// An image file (as base64 text, a multipart part, or raw bytes).
+    #[default]
+    Base64,
+    /// A pickled or `.npy` numpy array.
+    Numpy,
+}
+
+/// What the legacy route answers with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LegacyFormat {
+    /// The model's JSON response.
+    #[default]
+    Json,
+    /// The picture with the predictions drawn on it (a JPEG body).
+    Image,
+    /// The JSON with that picture as base64 `visualization`.
+    ImageAndJson,
+}
+
+/// The legacy route's query. The model's task's own options (e.g. `mask_decode_mode`) are read
+/// from the same query.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct LegacyQuery {
@@ -38,13 +68,13 @@ pub struct LegacyQuery {
     pub image: Option<String>,
     /// How the body's image is encoded: `base64` (an image file, default) or `numpy`.
     #[serde(default)]
-    #[param(value_type = Option<super::docs::LegacyImageType>)]
-    pub image_type: Option<String>,
+    #[param(value_type = Option<LegacyImageType>)]
+    pub image_type: Option<Choice<LegacyImageType>>,
     /// `json` (default); `image`: the picture with the predictions drawn on it (a JPEG body);
     /// `image_and_json`: the JSON with that picture as base64 `visualization`.
     #[serde(default)]
-    #[param(value_type = Option<super::docs::LegacyFormat>)]
-    pub format: Option<String>,
+    #[param(value_type = Option<LegacyFormat>)]
+    pub format: Option<Choice<LegacyFormat>>,
     /// Pictures: write each detection's class and confidence (default false; `true`/`false`,
     /// any case, or `1`/`0`).
     #[serde(default)]
@@ -54,21 +84,6 @@ pub struct LegacyQuery {
     #[serde(default)]
     #[param(minimum = 1, maximum = 100)]
     pub stroke: Option<i64>,
-    /// Keypoint detection: keypoints below it are left out (default 0).
-    #[serde(default)]
-    pub keypoint_confidence: Option<f32>,
-    /// Instance segmentation: `accurate` (default), `fast` or `tradeoff`.
-    #[serde(default)]
-    #[param(value_type = Option<super::docs::MaskDecodeMode>)]
-    pub mask_decode_mode: Option<String>,
-    /// Instance segmentation, mode `tradeoff`: 0 (accurate) to 1 (fast).
-    #[serde(default)]
-    #[param(minimum = 0.0, maximum = 1.0)]
-    pub tradeoff_factor: Option<f32>,
-    /// Instance segmentation: `polygon` (default) or `rle`.
-    #[serde(default)]
-    #[param(value_type = Option<super::docs::MaskFormat>)]
-    pub response_mask_format: Option<String>,
 }
 
 /// Roboflow's legacy defaults differ from `/infer/*`.
@@ -99,21 +114,24 @@ fn fraction(v: f32) -> f32 {
         ("api_key" = Option<String>, Query, description = "Roboflow API key: a model not on this server is downloaded from Roboflow with it"),
     ),
     responses(
+        // The JSON schema (the response of whichever task the model has) is filled in by `docs::TaskPaths`.
         (status = 200, description = "The model's task's response for the image; with `format=image`, the picture with the predictions drawn on it.",
             content(
-                (super::responses::InferenceResponse = "application/json"),
-                (super::docs::Jpeg = "image/jpeg"),
+                (Object = "application/json"),
+                (super::schemas::Jpeg = "image/jpeg"),
             )),
-        super::docs::LegacyErrors,
+        super::schemas::InferErrors,
     ),
 )]
 pub async fn legacy_get(
     state: State<Arc<AppState>>,
+    ctx: Ctx,
     path: Path<(String, String)>,
     query: Result<Query<LegacyQuery>, axum::extract::rejection::QueryRejection>,
+    raw: RawQuery,
     request: Request,
 ) -> Result<Response, ApiError> {
-    legacy_infer(state, path, query, request).await
+    legacy_infer(state, ctx, path, query, raw, request).await
 }
 
 #[utoipa::path(
@@ -133,105 +151,161 @@ pub async fn legacy_get(
         content(
             (String = "text/plain"),
             (String = "application/x-www-form-urlencoded"),
-            (super::docs::LegacyUpload = "multipart/form-data"),
-            (super::docs::RawImage = "application/octet-stream"),
+            (super::schemas::LegacyUpload = "multipart/form-data"),
+            (super::schemas::RawImage = "application/octet-stream"),
         ),
     ),
     responses(
         (status = 200, description = "The model's task's response for the image; with `format=image`, the picture with the predictions drawn on it.",
             content(
-                (super::responses::InferenceResponse = "application/json"),
-                (super::docs::Jpeg = "image/jpeg"),
+                (Object = "application/json"),
+                (super::schemas::Jpeg = "image/jpeg"),
             )),
-        super::docs::LegacyErrors,
+        super::schemas::InferErrors,
     ),
 )]
 pub async fn legacy_post(
     state: State<Arc<AppState>>,
+    ctx: Ctx,
     path: Path<(String, String)>,
     query: Result<Query<LegacyQuery>, axum::extract::rejection::QueryRejection>,
+    raw: RawQuery,
     request: Request,
 ) -> Result<Response, ApiError> {
-    legacy_infer(state, path, query, request).await
+    legacy_infer(state, ctx, path, query, raw, request).await
 }
 
 pub async fn legacy_infer(
     State(state): State<Arc<AppState>>,
+    Ctx(caller): Ctx,
     Path((dataset, version)): Path<(String, String)>,
     query: Result<Query<LegacyQuery>, axum::extract::rejection::QueryRejection>,
+    RawQuery(raw_query): RawQuery,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let Query(query) =
-        query.map_err(|e| ApiError::BadRequest(format!("Invalid query parameters: {}", e.body_text())))?;
-    let format = ReplyFormat::parse(query.format.as_deref())?;
+    let Query(query) = query.map_err(|e| bad_query(e.body_text()))?;
+    let format = query
+        .format
+        .map(|f| f.get("format"))
+        .transpose()
+        .map_err(ApiError::BadRequest)?
+        .unwrap_or_default();
     let visualize = match format {
-        ReplyFormat::Json => None,
-        ReplyFormat::Image | ReplyFormat::ImageAndJson => {
+        LegacyFormat::Json => None,
+        LegacyFormat::Image | LegacyFormat::ImageAndJson => {
             let labels = query.labels.as_deref().map(parse_flag).transpose()?.unwrap_or(false);
             Some(Style::new(labels, query.stroke, "stroke").map_err(ApiError::BadRequest)?)
         }
     };
-    let numpy = match query.image_type.as_deref() {
-        None | Some("base64") => false,
-        Some("numpy") => true,
-        Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "image_type must be base64 or numpy, got {other:?}"
-            )))
-        }
-    };
+    let image_type = query
+        .image_type
+        .map(|t| t.get("image_type"))
+        .transpose()
+        .map_err(ApiError::BadRequest)?
+        .unwrap_or_default();
     let source = if let Some(url) = query.image.clone() {
         ImageSource::Url(url)
     } else {
-        body_source(&state, request, numpy).await?
+        body_source(&state, request, image_type).await?
     };
     let confidence = match &query.confidence {
-        Some(c) => fraction(c.value()?).max(LEGACY_MIN_CONFIDENCE),
+        Some(c) => fraction(c.value().map_err(ApiError::Unprocessable)?).max(LEGACY_MIN_CONFIDENCE),
         None => LEGACY_CONFIDENCE,
     };
-    let options = InferOptions {
-        iou_threshold: Some(query.overlap.map(fraction).unwrap_or(LEGACY_OVERLAP)),
-        max_detections: query.max_detections,
-        keypoint_confidence: query.keypoint_confidence,
-        mask_decode_mode: query.mask_decode_mode,
-        tradeoff_factor: query.tradeoff_factor,
-        response_mask_format: query.response_mask_format,
-        ..InferOptions::default()
-    };
+    let common = Common::new(
+        confidence,
+        query.overlap.map(fraction).unwrap_or(LEGACY_OVERLAP),
+        false,
+        None,
+        query.max_detections.unwrap_or(DEFAULT_MAX_DETECTIONS),
+    )
+    .map_err(ApiError::BadRequest)?;
+    let caller = caller.with_api_key(query.api_key);
+    let model = state.pipeline.model(&caller, &format!("{dataset}/{version}")).await?;
     // The legacy route answers with the model's own task.
-    let model = pipeline::model_with_key(&state, &format!("{dataset}/{version}"), query.api_key.as_deref()).await?;
-    let params = options.task_params(model.description.task, confidence)?;
+    let task = model.description.task.clone();
+    let mut dispatch = Dispatch {
+        task: &task,
+        run: None,
+        args: Some(Args {
+            state: &state,
+            caller: &caller,
+            model,
+            source,
+            common,
+            raw_query: raw_query.as_deref().unwrap_or(""),
+            format,
+            visualize,
+        }),
+    };
+    tasks::each(&mut dispatch);
+    match dispatch.run {
+        Some(run) => run.await,
+        None => Err(ApiError::BadRequest(format!(
+            "Model {dataset}/{version} is for {task}, which has no route of its own here"
+        ))),
+    }
+}
+
+/// A legacy request, ready to run with its model's task.
+struct Args<'a> {
+    state: &'a AppState,
+    caller: &'a Caller,
+    model: Arc<LoadedModel>,
+    source: ImageSource,
+    common: Common,
+    raw_query: &'a str,
+    format: LegacyFormat,
+    visualize: Option<Style>,
+}
+
+/// Starts `run::<T>` for the task the model has.
+struct Dispatch<'a> {
+    task: &'a str,
+    args: Option<Args<'a>>,
+    run: Option<BoxFuture<'a, Result<Response, ApiError>>>,
+}
+
+impl<'a> tasks::Visitor for Dispatch<'a> {
+    fn visit<T: Task>(&mut self) {
+        if T::NAME == self.task {
+            if let Some(args) = self.args.take() {
+                self.run = Some(Box::pin(run::<T>(args)));
+            }
+        }
+    }
+}
+
+async fn run<T: Task>(a: Args<'_>) -> Result<Response, ApiError> {
+    // The task's own options come from the same query.
+    let options: T::Options = serde_urlencoded::from_str(a.raw_query).map_err(|e| bad_query(e.to_string()))?;
+    let params = T::params(&a.common, &options).map_err(ApiError::BadRequest)?;
     let inference_id = uuid::Uuid::new_v4().to_string();
-    let mut responses = pipeline::run(&state, model, vec![source], params, inference_id, visualize).await?;
-    if format == ReplyFormat::Image {
+    let mut responses = a
+        .state
+        .pipeline
+        .infer::<T>(
+            a.caller,
+            a.model,
+            vec![a.source],
+            a.common,
+            params,
+            inference_id,
+            a.visualize,
+        )
+        .await?;
+    if a.format == LegacyFormat::Image {
         let jpeg = responses
             .first_mut()
-            .and_then(|r| r.visualization_mut().take())
+            .and_then(|r| T::visualization(r).take())
             .ok_or_else(|| ApiError::Internal("no picture was drawn".into()))?;
         return Ok(([(CONTENT_TYPE, "image/jpeg")], jpeg.0).into_response());
     }
     Ok(respond(responses, false))
 }
 
-/// What the legacy route answers with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ReplyFormat {
-    Json,
-    Image,
-    ImageAndJson,
-}
-
-impl ReplyFormat {
-    fn parse(format: Option<&str>) -> Result<Self, ApiError> {
-        match format {
-            None | Some("json") => Ok(Self::Json),
-            Some("image") => Ok(Self::Image),
-            Some("image_and_json") => Ok(Self::ImageAndJson),
-            Some(other) => Err(ApiError::BadRequest(format!(
-                "format must be json, image or image_and_json, got {other:?}"
-            ))),
-        }
-    }
+fn bad_query(why: impl std::fmt::Display) -> ApiError {
+    ApiError::BadRequest(format!("Invalid query parameters: {why}"))
 }
 
 /// A boolean query parameter as Python clients send it (`True`, `false`, `1`, ...).
@@ -246,7 +320,8 @@ fn parse_flag(value: &str) -> Result<bool, ApiError> {
 }
 
 /// The image in the body: multipart part `file`, else base64 text, else raw image bytes.
-async fn body_source(state: &AppState, request: Request, numpy: bool) -> Result<ImageSource, ApiError> {
+async fn body_source(state: &AppState, request: Request, image_type: LegacyImageType) -> Result<ImageSource, ApiError> {
+    let numpy = matches!(image_type, LegacyImageType::Numpy);
     let content_type = request
         .headers()
         .get(CONTENT_TYPE)

@@ -13,13 +13,51 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
+use super::context::Ctx;
 use super::error::ApiError;
 use super::infer::parse_json;
-use super::responses::{ModelDescriptionEntry, ModelsDescriptions};
 use super::AppState;
 use crate::models::ModelId;
-use crate::pipeline;
-use crate::tenants;
+use crate::pipeline::{self, Caller};
+use crate::plugins::Reason;
+use crate::tasks;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelDescriptionEntry {
+    pub model_id: String,
+    /// `object-detection`, `instance-segmentation`, `classification` or `keypoint-detection`.
+    #[schema(example = "object-detection")]
+    pub task_type: String,
+    /// Null when the batch dimension is dynamic.
+    pub batch_size: Option<u32>,
+    pub input_height: u32,
+    pub input_width: u32,
+    pub vram_bytes: Option<u64>,
+    pub request_aliases: Vec<String>,
+    pub request_paths: Vec<String>,
+    /// The model's architecture, when its files name one (plugins claim model families by it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<String>,
+    /// The plugin that serves the model for its task, for this caller; null when none can.
+    pub plugin: Option<String>,
+    /// Why that plugin: `pinned` (the model names it), `architecture` or `outputs` (the plugin
+    /// claims them), `default` (no plugin claims the model).
+    #[schema(value_type = Option<String>, example = "default")]
+    pub plugin_reason: Option<Reason>,
+}
+
+/// `ModelsDescriptions`: Roboflow keeps the null fields here.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelsDescriptions {
+    pub models: Vec<ModelDescriptionEntry>,
+    pub total_vram_bytes: Option<u64>,
+    pub gpu_memory_used: Option<u64>,
+    pub gpu_memory_total: Option<u64>,
+    pub torch_cuda_allocated: Option<u64>,
+    pub torch_cuda_reserved: Option<u64>,
+    pub torch_cuda_allocator_cache: Option<u64>,
+    pub non_torch_gpu_memory: Option<u64>,
+}
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ModelRequest {
@@ -64,23 +102,29 @@ pub struct Status {
     pub status: &'static str,
 }
 
-fn describe(state: &AppState) -> ModelsDescriptions {
-    let models = state
+fn describe(state: &AppState, caller: &Caller) -> ModelsDescriptions {
+    let pipeline = &state.pipeline;
+    let models = pipeline
         .models
         .loaded()
         .into_iter()
-        .filter(|(id, _)| tenants::allows_model(id))
+        .filter(|(id, _)| caller.may_use_model(id))
         .map(|(id, model)| {
+            let chosen = tasks::world_of_task(&model.description.task)
+                .and_then(|world| pipeline.plugin(caller, world, &model).ok());
             let d = &model.description;
             ModelDescriptionEntry {
                 model_id: id.to_string(),
-                task_type: d.task.roboflow_name(),
+                task_type: d.task.clone(),
                 batch_size: (d.max_batch > 0).then_some(d.max_batch),
                 input_height: d.input_height,
                 input_width: d.input_width,
                 vram_bytes: None,
                 request_aliases: Vec::new(),
                 request_paths: Vec::new(),
+                architecture: d.architecture.clone(),
+                plugin: chosen.as_ref().map(|c| c.plugin.name().to_string()),
+                plugin_reason: chosen.map(|c| c.reason),
             }
         })
         .collect();
@@ -104,8 +148,8 @@ fn describe(state: &AppState) -> ModelsDescriptions {
     description = "Each loaded model's task, batch size and input size: the official client picks its route from it.",
     responses((status = 200, description = "The loaded models.", body = ModelsDescriptions)),
 )]
-pub async fn registry(State(state): State<Arc<AppState>>) -> Json<ModelsDescriptions> {
-    Json(describe(&state))
+pub async fn registry(State(state): State<Arc<AppState>>, Ctx(caller): Ctx) -> Json<ModelsDescriptions> {
+    Json(describe(&state, &caller))
 }
 
 #[utoipa::path(
@@ -116,16 +160,18 @@ pub async fn registry(State(state): State<Arc<AppState>>) -> Json<ModelsDescript
     request_body = ModelRequest,
     responses(
         (status = 200, description = "The model is loaded; the loaded models.", body = ModelsDescriptions),
-        super::docs::AddModelErrors,
+        super::schemas::AddModelErrors,
     ),
 )]
 pub async fn add(
     State(state): State<Arc<AppState>>,
+    Ctx(caller): Ctx,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<ModelsDescriptions>, ApiError> {
     let request: ModelRequest = parse_json(&body?)?;
-    pipeline::model_with_key(&state, &request.model_id, request.api_key.as_deref()).await?;
-    Ok(Json(describe(&state)))
+    let caller = caller.with_api_key(request.api_key);
+    state.pipeline.model(&caller, &request.model_id).await?;
+    Ok(Json(describe(&state, &caller)))
 }
 
 #[utoipa::path(
@@ -139,26 +185,28 @@ pub async fn add(
     request_body = ModelRequest,
     responses(
         (status = 200, description = "The loaded models.", body = ModelsDescriptions),
-        super::docs::RemoveModelErrors,
+        super::schemas::RemoveModelErrors,
     ),
 )]
 pub async fn remove(
     State(state): State<Arc<AppState>>,
+    Ctx(caller): Ctx,
     query: Result<Query<PurgeQuery>, QueryRejection>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<ModelsDescriptions>, ApiError> {
     let purge = purge_flag(query)?;
     let request: ModelRequest = parse_json(&body?)?;
     let id = ModelId::parse(&request.model_id)?;
-    if !tenants::allows_model(&id) {
-        return Err(tenants::hidden_model(&id));
+    if !caller.may_use_model(&id) {
+        return Err(pipeline::Error::hidden_model(&id).into());
     }
     state
+        .pipeline
         .models
         .remove(&id, purge)
         .await
         .map_err(|e| ApiError::Internal(format!("cannot delete the cached files of {id}: {e}")))?;
-    Ok(Json(describe(&state)))
+    Ok(Json(describe(&state, &caller)))
 }
 
 #[utoipa::path(
@@ -175,22 +223,23 @@ pub async fn remove(
 )]
 pub async fn clear(
     State(state): State<Arc<AppState>>,
+    Ctx(caller): Ctx,
     query: Result<Query<PurgeQuery>, QueryRejection>,
 ) -> Result<Json<ModelsDescriptions>, ApiError> {
     let purge = purge_flag(query)?;
-    let cleared = match tenants::current() {
-        // A tenant clears its own models; an admin, everyone's.
-        Some(t) if !t.admin => {
-            let mut result = Ok(());
-            for id in state.models.loaded().into_keys().filter(|id| t.may_use_model(id)) {
-                result = result.and(state.models.remove(&id, purge).await.map(|_| ()));
-            }
-            result
+    let models = &state.pipeline.models;
+    // A tenant clears its own models; an admin (or anyone on an open server), everyone's.
+    let cleared = if caller.is_operator() {
+        models.clear(purge).await
+    } else {
+        let mut result = Ok(());
+        for id in models.loaded().into_keys().filter(|id| caller.may_use_model(id)) {
+            result = result.and(models.remove(&id, purge).await.map(|_| ()));
         }
-        _ => state.models.clear(purge).await,
+        result
     };
     cleared.map_err(|e| ApiError::Internal(format!("cannot delete cached model files: {e}")))?;
-    Ok(Json(describe(&state)))
+    Ok(Json(describe(&state, &caller)))
 }
 
 #[utoipa::path(
@@ -250,13 +299,13 @@ pub async fn not_found() -> ApiError {
     description = "Each plugin's name, version, world, route, description and limits, and the plugins directory.",
     responses((status = 200, description = "The installed plugins.", body = Object)),
 )]
-pub async fn plugins(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    let tenant = tenants::current();
+pub async fn plugins(State(state): State<Arc<AppState>>, Ctx(caller): Ctx) -> Json<serde_json::Value> {
     let plugins: Vec<serde_json::Value> = state
+        .pipeline
         .plugins
         .list()
         .iter()
-        .filter(|p| tenants::allows_plugin(&p.manifest.name))
+        .filter(|p| caller.may_use_plugin(p.name()))
         .map(|p| {
             json!({
                 "name": p.manifest.name,
@@ -264,6 +313,8 @@ pub async fn plugins(State(state): State<Arc<AppState>>) -> Json<serde_json::Val
                 "world": p.manifest.world,
                 "route": format!("/infer/{}", p.route),
                 "description": p.manifest.description,
+                // Which models it serves: null for its world's default (and custom-task plugins).
+                "models": p.manifest.models,
                 "limits": {
                     "timeout_ms": p.limits.deadline.as_millis() as u64,
                     "memory_mib": p.limits.memory_bytes >> 20,
@@ -274,6 +325,6 @@ pub async fn plugins(State(state): State<Arc<AppState>>) -> Json<serde_json::Val
         })
         .collect();
     // Where plugins live on the server is the operator's business, not a tenant's.
-    let dir = tenant.is_none().then(|| state.plugins.dir());
+    let dir = caller.tenant.is_none().then(|| state.pipeline.plugins.dir());
     Json(json!({ "plugins_dir": dir, "plugins": plugins }))
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::AppState;
-use crate::metrics::{init, IN_FLIGHT, REQUESTS_TOTAL, REQUEST_SECONDS};
+use crate::metrics::{init, RequestLabels, IN_FLIGHT, REQUESTS_TOTAL, REQUEST_SECONDS};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
@@ -52,49 +52,25 @@ impl Drop for InFlight {
     }
 }
 
-/// What the handling of a request learns that its metrics are labelled with: the model it ran
-/// (only once resolved, so made-up ids cannot grow the label set) and the tenant it came from.
-#[derive(Default)]
-struct Learned {
-    model: Option<String>,
-    tenant: Option<String>,
-}
-
-tokio::task_local! {
-    static LEARNED: std::cell::RefCell<Learned>;
-}
-
-/// Labels the request being handled with the model it runs.
-pub fn note_model(model: &str) {
-    let _ = LEARNED.try_with(|l| l.borrow_mut().model = Some(model.to_string()));
-}
-
-/// Labels the request being handled with its tenant.
-pub fn note_tenant(tenant: &str) {
-    let _ = LEARNED.try_with(|l| l.borrow_mut().tenant = Some(tenant.to_string()));
-}
-
 /// Middleware: counts and times every request by route template, method, status, model and
 /// tenant (`none` where there is none).
-pub async fn track(request: Request, next: Next) -> Response {
+pub async fn track(mut request: Request, next: Next) -> Response {
     let route = route_label(&request);
     let method = method_label(request.method());
     let _in_flight = InFlight::start();
     let started = Instant::now();
-    let (response, learned) = LEARNED
-        .scope(Default::default(), async {
-            let response = next.run(request).await;
-            (response, LEARNED.with(|l| l.take()))
-        })
-        .await;
+    // Filled in while the request is handled (its tenant, its model), read when it is answered.
+    let learned = Arc::new(RequestLabels::default());
+    request.extensions_mut().insert(learned.clone());
+    let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    let none = || "none".to_string();
+    let (model, tenant) = learned.values();
     let labels = [
         ("route", route),
         ("method", method.to_string()),
         ("status", status),
-        ("model", learned.model.unwrap_or_else(none)),
-        ("tenant", learned.tenant.unwrap_or_else(none)),
+        ("model", model),
+        ("tenant", tenant),
     ];
     metrics::counter!(REQUESTS_TOTAL, &labels).increment(1);
     metrics::histogram!(REQUEST_SECONDS, &labels).record(started.elapsed().as_secs_f64());
@@ -118,7 +94,8 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
     let Some(handle) = init() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "metrics are disabled\n").into_response();
     };
-    crate::metrics::set_state(state.models.loaded().len(), state.models.cache_bytes());
+    let models = &state.pipeline.models;
+    crate::metrics::set_state(models.loaded().len(), models.cache_bytes());
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         handle.render(),

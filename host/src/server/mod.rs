@@ -1,6 +1,10 @@
-//! The HTTP front: shared state, routes, and serving.
+//! The HTTP edge: routes, extractors, the API's documentation, and the mapping of errors to
+//! statuses. Everything below it is reached through the pipeline (and, for model management,
+//! the loaded models).
 
+pub mod auth;
 pub mod available;
+pub mod context;
 pub mod docs;
 pub mod error;
 pub mod infer;
@@ -9,7 +13,7 @@ pub mod manage;
 pub mod metrics;
 mod observe;
 mod page;
-pub mod responses;
+pub mod schemas;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -17,39 +21,38 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
-use tokio::sync::Semaphore;
 use tower_http::cors::CorsLayer;
 
-use crate::input::url::UrlPolicy;
-use crate::input::InputLimits;
-use crate::models::ModelStore;
-use crate::plugins::{PluginRegistry, PluginRuntime};
+use crate::pipeline::Pipeline;
+use crate::tasks::{self, Task};
+use crate::tenants::Gate;
 
 /// Everything a request handler can reach.
 pub struct AppState {
-    pub models: ModelStore,
-    pub runtime: PluginRuntime,
-    pub plugins: PluginRegistry,
-    pub input_limits: InputLimits,
-    /// Fetches URL images under `url_policy`.
-    pub http: reqwest::Client,
-    pub url_policy: UrlPolicy,
+    pub pipeline: Pipeline,
     pub server_id: String,
     pub ready: AtomicBool,
-    /// Bounds concurrent plugin calls (and so the memory their images and stores hold).
-    pub call_slots: Semaphore,
     /// Tenants and their keys; `None`: the server runs open.
-    pub gate: Option<Arc<crate::tenants::middleware::Gate>>,
+    pub gate: Option<Arc<Gate>>,
+}
+
+/// Adds each task's `/infer/<route>` routes.
+struct TaskRoutes(Router<Arc<AppState>>);
+
+impl tasks::Visitor for TaskRoutes {
+    fn visit<T: Task>(&mut self) {
+        for route in T::ROUTES {
+            let router = std::mem::take(&mut self.0);
+            self.0 = router.route(&format!("/infer/{route}"), post(infer::infer::<T>));
+        }
+    }
 }
 
 pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
-    let routes = Router::new()
-        .route("/infer/object_detection", post(infer::object_detection))
-        .route("/infer/instance_segmentation", post(infer::instance_segmentation))
-        // The seed's guide calls the task `segmentation`.
-        .route("/infer/segmentation", post(infer::segmentation))
-        .route("/infer/classification", post(infer::classification))
-        .route("/infer/keypoints_detection", post(infer::keypoints_detection))
+    let mut task_routes = TaskRoutes(Router::new());
+    tasks::each(&mut task_routes);
+    let routes = task_routes
+        .0
         // Plugins with a task of their own, on the route their manifest names.
         .route("/infer/{route}", post(infer::custom))
         .route("/plugins", get(manage::plugins))
@@ -72,16 +75,11 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .merge(page::routes())
         .fallback(manage::not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(CorsLayer::permissive())
-        // The request's `Authorization: Bearer` key, for model downloads.
-        .layer(axum::middleware::from_fn(crate::models::sources::bearer_scope));
+        .layer(CorsLayer::permissive());
     // With tenants, every non-public route needs a tenant's key (outside the handlers, so no
     // route can forget it).
     let routes = match &state.gate {
-        Some(gate) => routes.layer(axum::middleware::from_fn_with_state(
-            gate.clone(),
-            crate::tenants::middleware::authenticate,
-        )),
+        Some(gate) => routes.layer(axum::middleware::from_fn_with_state(gate.clone(), auth::authenticate)),
         None => routes,
     };
     // Request ids, request spans (path only: a query may carry an api_key) and log lines, metrics.

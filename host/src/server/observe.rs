@@ -12,7 +12,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_http::LatencyUnit;
 use tracing::Level;
 
-use super::docs::REQUEST_ID_HEADER;
+use super::context::REQUEST_ID_HEADER;
 use super::{metrics, AppState};
 
 /// The request's span: every log line of the request (its errors included) carries these.

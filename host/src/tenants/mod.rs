@@ -3,10 +3,8 @@
 //!
 //! Without a tenants file the server runs open, like Roboflow's: none of this applies.
 
-pub mod cmd;
 pub mod config;
 mod gate;
-pub mod middleware;
 
 use std::num::NonZeroU32;
 use std::path::Path;
@@ -22,26 +20,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::input::InputLimits;
 use crate::models::ModelId;
 use crate::plugins::CallLimits;
-use crate::server::error::ApiError;
 pub use config::{key_hash_text, Limits};
 use config::{ModelPattern, TenantConfig};
-pub use middleware::current;
-
-/// Whether the request being handled may use model `id` (always, on an open server).
-pub fn allows_model(id: &ModelId) -> bool {
-    current().is_none_or(|t| t.may_use_model(id))
-}
-
-/// Whether the request being handled may use the plugin `name` (always, on an open server).
-pub fn allows_plugin(name: &str) -> bool {
-    current().is_none_or(|t| t.may_use_plugin(name))
-}
-
-/// What a tenant is told of another tenant's model, and of a model that does not exist: the
-/// same words, so an answer never reveals that someone else's model is there.
-pub fn hidden_model(id: &ModelId) -> ApiError {
-    ApiError::NotFound(format!("Model {id} not found"))
-}
+pub use gate::Gate;
 
 /// One tenant and its live quota state.
 pub struct Tenant {

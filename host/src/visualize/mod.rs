@@ -11,7 +11,6 @@ use anyhow::{Context, Result};
 use image::GrayImage;
 
 use crate::input::RgbImage;
-use crate::server::responses::{InferenceResponse, Prediction};
 use palette::class_color;
 use shapes::{dot, label, polygon_mask, stroke_box, stroke_line, text_scale, tint, Mask};
 
@@ -49,128 +48,159 @@ impl Style {
     }
 }
 
-/// Draws `response`'s predictions onto `image` and encodes the result as JPEG.
-/// `keypoint_edges` are the model's own skeleton edges per class (may be empty).
-pub fn annotate(
-    image: RgbImage,
-    response: &InferenceResponse,
-    style: Style,
-    keypoint_edges: &[Vec<(u32, u32)>],
-) -> Result<Vec<u8>> {
+/// What to draw on one image, whatever the task: detected objects (with a mask or keypoints)
+/// and labels written in the corner (classification).
+#[derive(Debug, Default)]
+pub struct Scene {
+    pub objects: Vec<Object>,
+    /// Written one under the other from the top-left corner.
+    pub corner_labels: Vec<Label>,
+}
+
+/// A class name with its confidence, in its class's colour.
+#[derive(Debug)]
+pub struct Label {
+    pub class: String,
+    pub class_id: u32,
+    pub confidence: f64,
+}
+
+/// One detected object: its box (centre and size, image pixels), label, and optional mask and
+/// keypoints.
+#[derive(Debug)]
+pub struct Object {
+    pub label: Label,
+    pub x: f64,
+    pub y: f64,
+    pub width: f64,
+    pub height: f64,
+    pub mask: Option<MaskShape>,
+    pub keypoints: Vec<Keypoint>,
+}
+
+#[derive(Debug)]
+pub enum MaskShape {
+    /// The outline, image pixels.
+    Polygon(Vec<(f64, f64)>),
+    /// COCO RLE (`counts` string) of a `width` x `height` mask.
+    Rle { width: u32, height: u32, counts: String },
+}
+
+#[derive(Debug)]
+pub struct Keypoint {
+    pub class_id: u32,
+    pub x: f64,
+    pub y: f64,
+}
+
+/// Draws `scene` onto `image` and encodes the result as JPEG. `keypoint_edges` are the model's
+/// own skeleton edges per class (may be empty).
+pub fn annotate(image: RgbImage, scene: &Scene, style: Style, keypoint_edges: &[Vec<(u32, u32)>]) -> Result<Vec<u8>> {
     let (width, height) = (image.width, image.height);
     let mut canvas = image::RgbImage::from_raw(width, height, image.rgb).context("image buffer size")?;
     let scale = text_scale(width, height);
-    match response {
-        InferenceResponse::Detections(d) => {
-            draw_detections(&mut canvas, &d.predictions, style, keypoint_edges, scale);
-        }
-        InferenceResponse::Classification(c) => {
-            if !c.top.is_empty() {
-                let id = c.predictions.first().map_or(0, |p| p.class_id);
-                let text = format!("{} {:.2}", c.top, c.confidence);
-                label(&mut canvas, &text, (0, 0), scale, class_color(id));
-            }
-        }
-        InferenceResponse::MultiLabel(m) => {
-            let mut y = 0;
-            for name in &m.predicted_classes {
-                if let Some(score) = m.predictions.get(name) {
-                    let text = format!("{name} {:.2}", score.confidence);
-                    y += label(&mut canvas, &text, (0, y), scale, class_color(score.class_id));
-                }
-            }
-        }
+    draw_objects(&mut canvas, &scene.objects, style, keypoint_edges, scale);
+    let mut y = 0;
+    for l in &scene.corner_labels {
+        y += label(&mut canvas, &label_text(l), (0, y), scale, class_color(l.class_id));
     }
     jpeg::encode(width, height, canvas.as_raw())
 }
 
-fn draw_detections(
+fn label_text(l: &Label) -> String {
+    format!("{} {:.2}", l.class, l.confidence)
+}
+
+fn draw_objects(
     canvas: &mut image::RgbImage,
-    predictions: &[Prediction],
+    objects: &[Object],
     style: Style,
     keypoint_edges: &[Vec<(u32, u32)>],
     scale: f32,
 ) {
     let (width, height) = canvas.dimensions();
     // Masks first, so that outlines and labels stay crisp on top of every tint.
-    for p in predictions {
-        if let Some(mask) = instance_mask(p, width, height) {
-            tint(canvas, &mask, class_color(p.detection.class_id), MASK_ALPHA);
+    for o in objects {
+        if let Some(mask) = o.mask.as_ref().and_then(|m| instance_mask(m, width, height)) {
+            tint(canvas, &mask, class_color(o.label.class_id), MASK_ALPHA);
         }
     }
-    for p in predictions {
-        let d = &p.detection;
-        let color = class_color(d.class_id);
+    for o in objects {
+        let color = class_color(o.label.class_id);
         let corners = (
-            d.x - d.width / 2.0,
-            d.y - d.height / 2.0,
-            d.x + d.width / 2.0,
-            d.y + d.height / 2.0,
+            o.x - o.width / 2.0,
+            o.y - o.height / 2.0,
+            o.x + o.width / 2.0,
+            o.y + o.height / 2.0,
         );
         stroke_box(canvas, corners, style.stroke, color);
-        if let Some(keypoints) = &p.keypoints {
-            let at = |id: u32| keypoints.iter().find(|k| k.class_id == id).map(|k| (k.x, k.y));
-            let count = keypoints.iter().map(|k| k.class_id as usize + 1).max().unwrap_or(0);
-            for &(a, b) in skeleton::edges_for(keypoint_edges, d.class_id, count) {
+        if !o.keypoints.is_empty() {
+            let at = |id: u32| o.keypoints.iter().find(|k| k.class_id == id).map(|k| (k.x, k.y));
+            let count = o.keypoints.iter().map(|k| k.class_id as usize + 1).max().unwrap_or(0);
+            for &(a, b) in skeleton::edges_for(keypoint_edges, o.label.class_id, count) {
                 if let (Some(a), Some(b)) = (at(a), at(b)) {
                     stroke_line(canvas, a, b, style.stroke, color);
                 }
             }
-            for k in keypoints {
+            for k in &o.keypoints {
                 dot(canvas, (k.x, k.y), style.stroke + 2, class_color(k.class_id));
             }
         }
     }
     if style.labels {
-        for p in predictions {
-            let d = &p.detection;
-            let text = format!("{} {:.2}", d.class, d.confidence);
+        for o in objects {
             let anchor = (
-                (d.x - d.width / 2.0).round() as i64,
-                (d.y - d.height / 2.0).round() as i64,
+                (o.x - o.width / 2.0).round() as i64,
+                (o.y - o.height / 2.0).round() as i64,
             );
-            label(canvas, &text, anchor, scale, class_color(d.class_id));
+            label(
+                canvas,
+                &label_text(&o.label),
+                anchor,
+                scale,
+                class_color(o.label.class_id),
+            );
         }
     }
 }
 
-/// The instance's mask from its polygon or its RLE; `None` without one (or a broken RLE).
-fn instance_mask(p: &Prediction, width: u32, height: u32) -> Option<Mask> {
-    if let Some(points) = &p.points {
-        let outline: Vec<(f64, f64)> = points.iter().map(|q| (q.x, q.y)).collect();
-        return polygon_mask(&outline, width, height);
+/// The object's mask as a canvas mask; `None` for a broken RLE or one of another size.
+fn instance_mask(mask: &MaskShape, width: u32, height: u32) -> Option<Mask> {
+    match mask {
+        MaskShape::Polygon(outline) => polygon_mask(outline, width, height),
+        MaskShape::Rle {
+            width: w,
+            height: h,
+            counts,
+        } => {
+            if (*w, *h) != (width, height) {
+                return None;
+            }
+            let counts = inference_guest::rle_from_string(counts).ok()?;
+            let bits = inference_guest::rle_decode(&counts, *w as usize, *h as usize).ok()?;
+            GrayImage::from_raw(*w, *h, bits).map(shapes::full_mask)
+        }
     }
-    let rle = p.rle.as_ref()?;
-    let [h, w] = rle.size;
-    if (w, h) != (width, height) {
-        return None;
-    }
-    let counts = inference_guest::rle_from_string(&rle.counts).ok()?;
-    let bits = inference_guest::rle_decode(&counts, w as usize, h as usize).ok()?;
-    GrayImage::from_raw(w, h, bits).map(shapes::full_mask)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::responses::{DetectionsResponse, ImageSize, ObjectDetectionPrediction, Point};
     use image::Rgb;
 
-    fn prediction(class_id: u32, (x, y, w, h): (f64, f64, f64, f64), points: Option<Vec<Point>>) -> Prediction {
-        Prediction {
-            detection: ObjectDetectionPrediction {
-                x,
-                y,
-                width: w,
-                height: h,
-                confidence: 0.9,
+    fn object(class_id: u32, (x, y, width, height): (f64, f64, f64, f64), outline: Option<Vec<(f64, f64)>>) -> Object {
+        Object {
+            label: Label {
                 class: format!("class{class_id}"),
                 class_id,
-                detection_id: String::new(),
+                confidence: 0.9,
             },
-            points,
-            rle: None,
-            keypoints: None,
+            x,
+            y,
+            width,
+            height,
+            mask: outline.map(MaskShape::Polygon),
+            keypoints: Vec::new(),
         }
     }
 
@@ -190,28 +220,17 @@ mod tests {
         a.0.iter().zip(b.0).all(|(x, y)| x.abs_diff(y) <= 24)
     }
 
-    fn detections(predictions: Vec<Prediction>) -> InferenceResponse {
-        InferenceResponse::Detections(DetectionsResponse {
-            visualization: None,
-            inference_id: String::new(),
-            time: 0.0,
-            image: ImageSize {
-                width: 200,
-                height: 100,
-            },
-            predictions,
-        })
+    fn detections(objects: Vec<Object>) -> Scene {
+        Scene {
+            objects,
+            corner_labels: Vec::new(),
+        }
     }
 
     #[test]
     fn box_edges_take_the_class_colour_and_masks_tint_inside() {
-        let square = vec![
-            Point { x: 60.0, y: 30.0 },
-            Point { x: 100.0, y: 30.0 },
-            Point { x: 100.0, y: 70.0 },
-            Point { x: 60.0, y: 70.0 },
-        ];
-        let response = detections(vec![prediction(1, (80.0, 50.0, 40.0, 40.0), Some(square))]);
+        let square = vec![(60.0, 30.0), (100.0, 30.0), (100.0, 70.0), (60.0, 70.0)];
+        let response = detections(vec![object(1, (80.0, 50.0, 40.0, 40.0), Some(square))]);
         let style = Style {
             labels: false,
             stroke: 4,
@@ -234,7 +253,7 @@ mod tests {
 
     #[test]
     fn labels_only_change_the_label_area() {
-        let response = detections(vec![prediction(0, (100.0, 60.0, 60.0, 40.0), None)]);
+        let response = detections(vec![object(0, (100.0, 60.0, 60.0, 40.0), None)]);
         let draw = |labels| {
             let style = Style { labels, stroke: 2 };
             decode(&annotate(grey(200, 100, 30), &response, style, &[]).unwrap())
@@ -260,19 +279,11 @@ mod tests {
 
     #[test]
     fn degenerate_geometry_draws_without_panicking() {
-        let line = vec![
-            Point { x: 5.0, y: 5.0 },
-            Point { x: 5.0, y: 5.0 },
-            Point { x: 9.0, y: 5.0 },
-        ];
-        let far = vec![
-            Point { x: -1e9, y: 1e9 },
-            Point { x: f64::NAN, y: 3.0 },
-            Point { x: 1e12, y: -4.0 },
-        ];
+        let line = vec![(5.0, 5.0), (5.0, 5.0), (9.0, 5.0)];
+        let far = vec![(-1e9, 1e9), (f64::NAN, 3.0), (1e12, -4.0)];
         let response = detections(vec![
-            prediction(2, (5.0, 5.0, 0.0, 0.0), Some(line)),
-            prediction(3, (-50.0, 500.0, 10.0, 10.0), Some(far)),
+            object(2, (5.0, 5.0, 0.0, 0.0), Some(line)),
+            object(3, (-50.0, 500.0, 10.0, 10.0), Some(far)),
         ]);
         let style = Style {
             labels: true,

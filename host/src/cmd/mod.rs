@@ -1,0 +1,9 @@
+//! The commands besides `server start --foreground` (which is `serve`): managing background
+//! servers (`daemon`), the model cache (`models`), tenants files (`tenants`), benchmarks
+//! (`bench`) and the `infer` client. Their arguments are `cli`'s.
+
+pub mod bench;
+pub mod daemon;
+pub mod infer;
+pub mod models;
+pub mod tenants;

@@ -1,0 +1,141 @@
+//! One call into a plugin, whatever its world: a fresh store with the call's limits and the
+//! model's graph, the pixels lent to the guest, the world's export invoked (by the caller, which
+//! knows the world's bindings), and the outcome checked and accounted.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use wasmtime::Store;
+
+use super::registry::LoadedPlugin;
+use super::runtime::{CallLimits, CallState, PluginRuntime};
+use super::world::Bound;
+use super::{wit, CallError, CallOutcome, PluginErrorKind};
+use crate::input::RgbImage;
+use crate::models::{LoadedModel, ModelDescription, Resize, ScoreActivation};
+
+/// Calls a world's export: instantiate from the bound component, then call, both in `store`.
+pub type Invoke<'a, O> = Box<
+    dyn FnOnce(
+            &Bound,
+            &mut Store<CallState>,
+            &wit::ModelInfo,
+            &[wit::Image],
+        ) -> wasmtime::Result<Result<O, wit::PluginError>>
+        + 'a,
+>;
+
+impl LoadedPlugin {
+    /// Runs `invoke` on `images` with `model`'s graph. Blocking: call from a blocking thread.
+    /// The pixels are lent to the call and handed back in `images` when it returns.
+    pub fn call<O>(
+        &self,
+        runtime: &PluginRuntime,
+        limits: &CallLimits,
+        model: &LoadedModel,
+        images: &mut [RgbImage],
+        invoke: Invoke<'_, O>,
+    ) -> Result<CallOutcome<O>, CallError> {
+        let started = Instant::now();
+        let graph_name = model.description.id.clone();
+        let mut call = runtime.store(limits, &graph_name, model.onnx.clone());
+        let info = model_info(&model.description, &graph_name);
+        let wit_images: Vec<wit::Image> = images
+            .iter_mut()
+            .map(|i| wit::Image {
+                width: i.width,
+                height: i.height,
+                rgb: std::mem::take(&mut i.rgb),
+            })
+            .collect();
+        // Instantiation and the call both run guest code: a trap in either is the plugin's.
+        let result = invoke(&self.bound, &mut call.store, &info, &wit_images);
+        // The guest got copies of the pixels: hand them back (for drawing the predictions).
+        for (image, wit_image) in images.iter_mut().zip(wit_images) {
+            image.rgb = wit_image.rgb;
+        }
+        let value = result
+            .map_err(|e| CallError::from_trap(self.name(), limits, e, &call))?
+            .map_err(|e| CallError::Plugin {
+                plugin: self.name().to_string(),
+                kind: match e.kind {
+                    wit::ErrorKind::InvalidInput => PluginErrorKind::InvalidInput,
+                    wit::ErrorKind::UnsupportedModel => PluginErrorKind::UnsupportedModel,
+                    wit::ErrorKind::InferenceFailed => PluginErrorKind::InferenceFailed,
+                },
+                message: e.message,
+            })?;
+        Ok(CallOutcome {
+            value,
+            elapsed: started.elapsed(),
+            model_runs: call.runs.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Checks a typed world's answer: one result per image, and within the output limit per
+    /// image (`bytes` estimates a result's size: strings, lists and numbers).
+    pub fn check_results<T>(
+        &self,
+        limits: &CallLimits,
+        results: Vec<T>,
+        images: usize,
+        bytes: impl Fn(&T) -> usize,
+    ) -> Result<Vec<T>, CallError> {
+        if results.len() != images {
+            return Err(CallError::Trap {
+                plugin: self.name().to_string(),
+                reason: format!("returned {} results for {images} images", results.len()),
+            });
+        }
+        let total: usize = results.iter().map(bytes).sum();
+        if total > limits.output_bytes.saturating_mul(images.max(1)) {
+            return Err(CallError::Plugin {
+                plugin: self.name().to_string(),
+                kind: PluginErrorKind::OutputTooLarge,
+                message: format!(
+                    "returned about {total} bytes of results for {images} image(s), over its output limit of {} bytes per image",
+                    limits.output_bytes
+                ),
+            });
+        }
+        Ok(results)
+    }
+}
+
+/// Bytes a detection takes in a result (its numbers and class name), for output limits.
+pub fn detection_bytes(d: &wit::Detection) -> usize {
+    6 * 4 + d.class_name.len()
+}
+
+fn model_info(d: &ModelDescription, graph: &str) -> wit::ModelInfo {
+    wit::ModelInfo {
+        id: d.id.clone(),
+        graph: graph.to_string(),
+        task: d.task.clone(),
+        class_names: d.class_names.clone(),
+        input_name: d.input_name.clone(),
+        input_width: d.input_width,
+        input_height: d.input_height,
+        max_batch: d.max_batch,
+        channel_order: if d.channels_last {
+            wit::ChannelOrder::Nhwc
+        } else {
+            wit::ChannelOrder::Nchw
+        },
+        resize: match d.resize {
+            Resize::Letterbox => wit::ResizeMode::Letterbox,
+            Resize::Stretch => wit::ResizeMode::Stretch,
+            Resize::CenterCrop => wit::ResizeMode::CenterCrop,
+        },
+        pad_value: d.pad_value,
+        mean: d.mean.to_vec(),
+        std: d.std.to_vec(),
+        score_activation: match d.score_activation {
+            ScoreActivation::None => wit::Activation::None,
+            ScoreActivation::Softmax => wit::Activation::Softmax,
+        },
+        multi_label: d.multi_label,
+        keypoint_names: d.keypoint_names.clone(),
+        metadata: d.metadata.clone(),
+    }
+}

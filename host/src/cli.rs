@@ -117,6 +117,28 @@ pub struct ServeArgs {
     /// Sessions per model, i.e. how many inferences of one model may run at once (default: min(CPUs, 4)).
     #[arg(long, env = "INFERENCE_SESSIONS_PER_MODEL")]
     pub sessions_per_model: Option<usize>,
+    /// Most images in one ONNX Runtime run: concurrent requests (and the images of list
+    /// requests) for one model are batched up to this (a model's `model.toml` may lower it).
+    #[arg(long, env = "INFERENCE_BATCH_MAX_IMAGES", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub batch_max_images: u64,
+    /// How long a batched run that is not full waits for more images, in microseconds (only when
+    /// other requests are already waiting: an idle server never waits).
+    #[arg(long, env = "INFERENCE_BATCH_MAX_DELAY_US", default_value_t = 500)]
+    pub batch_max_delay_us: u64,
+    /// Memory budget of the server (e.g. 1GiB): half of it bounds the images in flight (decoded,
+    /// their copy in the plugin, the model's input tensors); a request that would go beyond is
+    /// refused with 503 and Retry-After instead of growing the server's memory.
+    #[arg(long, env = "INFERENCE_MAX_MEMORY", default_value = "1GiB", value_parser = parse_bytes)]
+    pub max_memory: u64,
+    /// Most requests queued or running per model; beyond, 503 with Retry-After.
+    #[arg(long, env = "INFERENCE_MAX_QUEUE_PER_MODEL", default_value_t = 64)]
+    pub max_queue_per_model: usize,
+    /// Most URL images downloaded at once (downloads happen before a call slot is taken).
+    #[arg(long, env = "INFERENCE_MAX_URL_FETCHES", default_value_t = 16)]
+    pub max_url_fetches: usize,
+    /// Run every request's images on their own (no batching across requests).
+    #[arg(long, env = "INFERENCE_NO_BATCHING")]
+    pub no_batching: bool,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "INFERENCE_MAX_BODY_BYTES", default_value_t = 64 << 20)]
     pub max_body_bytes: usize,

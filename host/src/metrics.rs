@@ -25,11 +25,20 @@ pub const DOWNLOAD_BYTES: &str = "inference_model_download_bytes_total";
 pub const DOWNLOAD_SECONDS: &str = "inference_model_download_seconds";
 pub const EVICTIONS_TOTAL: &str = "inference_model_cache_evictions_total";
 pub const UNLOADS_TOTAL: &str = "inference_model_unloads_total";
+pub const BATCH_IMAGES: &str = "inference_batch_images";
+pub const BATCH_QUEUE_SECONDS: &str = "inference_batch_queue_seconds";
+pub const BATCH_QUEUE_IMAGES: &str = "inference_batch_queue_images";
+pub const RUN_SLOTS_BUSY: &str = "inference_run_slots_busy";
+pub const REJECTED_TOTAL: &str = "inference_rejected_total";
+pub const INFLIGHT_IMAGE_BYTES: &str = "inference_inflight_image_bytes";
 
 /// Latency buckets (seconds) of every `*_seconds` histogram: 0.5 ms to 30 s.
 const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
+
+/// Buckets of the images-per-run histogram.
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
 
 /// How often histogram samples are folded into their buckets between scrapes.
 const UPKEEP: Duration = Duration::from_secs(5);
@@ -42,6 +51,7 @@ pub fn init() -> Option<&'static PrometheusHandle> {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_IMAGES.into()), BATCH_BUCKETS))
                 .and_then(|b| b.install_recorder());
             match recorder {
                 Ok(handle) => {
@@ -120,6 +130,26 @@ fn describe() {
         "Cached models whose files were deleted to fit --cache-max-bytes"
     );
     describe_counter!(UNLOADS_TOTAL, "Models unloaded to fit --max-loaded-models");
+    describe_histogram!(
+        BATCH_IMAGES,
+        "Images in one ONNX Runtime run, by model (concurrent calls are batched together)"
+    );
+    describe_histogram!(
+        BATCH_QUEUE_SECONDS,
+        Unit::Seconds,
+        "Time the first input of a batched run waited for a run slot, by model"
+    );
+    describe_gauge!(BATCH_QUEUE_IMAGES, "Images waiting for a run of their model, by model");
+    describe_gauge!(RUN_SLOTS_BUSY, "ONNX Runtime runs in flight, by model");
+    describe_counter!(
+        REJECTED_TOTAL,
+        "Requests refused with 503 for overload, by reason (memory: the images-in-flight budget; queue: the model's queue bound)"
+    );
+    describe_gauge!(
+        INFLIGHT_IMAGE_BYTES,
+        Unit::Bytes,
+        "Memory reserved for the images in flight (decoded, in plugins, as tensors)"
+    );
     describe_counter!(
         PLUGIN_ERRORS,
         "Plugin calls that returned an error, by plugin and error kind"
@@ -164,6 +194,27 @@ pub fn record_plugin_trap(plugin: &str, kind: &'static str) {
 /// A plugin call that returned an error of `kind` (`invalid_input`, `unsupported_model`, ...).
 pub fn record_plugin_error(plugin: &str, kind: &'static str) {
     metrics::counter!(PLUGIN_ERRORS, "plugin" => plugin.to_string(), "kind" => kind).increment(1)
+}
+
+/// One ONNX Runtime run of `images` images of `model`, after its first input waited `waited`.
+pub fn record_batch(model: &str, images: usize, waited: Duration) {
+    metrics::histogram!(BATCH_IMAGES, "model" => model.to_string()).record(images as f64);
+    metrics::histogram!(BATCH_QUEUE_SECONDS, "model" => model.to_string()).record(waited.as_secs_f64());
+}
+
+/// The images waiting for runs of `model`, and its runs in flight.
+pub fn set_batch_state(model: &str, queued_images: usize, busy_slots: usize) {
+    metrics::gauge!(BATCH_QUEUE_IMAGES, "model" => model.to_string()).set(queued_images as f64);
+    metrics::gauge!(RUN_SLOTS_BUSY, "model" => model.to_string()).set(busy_slots as f64);
+}
+
+/// A request refused for overload (`memory` or `queue`).
+pub fn record_rejection(reason: &'static str) {
+    metrics::counter!(REJECTED_TOTAL, "reason" => reason).increment(1);
+}
+
+pub fn set_inflight_image_bytes(bytes: u64) {
+    metrics::gauge!(INFLIGHT_IMAGE_BYTES).set(bytes as f64);
 }
 
 /// A model unloaded to fit `--max-loaded-models`.

@@ -17,7 +17,7 @@ use crate::models::cache::default_cache_dir;
 use crate::models::sources::ModelSources;
 use crate::models::{Limits, LoadedModels, ModelId};
 use crate::nn::{self, SessionOptions};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{MemoryBudget, Pipeline};
 use crate::plugins::{CallLimits, PluginRegistry, PluginRuntime};
 use crate::server::{self, AppState};
 use crate::tasks;
@@ -70,6 +70,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let options = SessionOptions {
         device: args.device,
         max_sessions: args.sessions_per_model.unwrap_or(cpus.min(4)).max(1),
+        max_batch: if args.no_batching {
+            1
+        } else {
+            args.batch_max_images as usize
+        },
+        max_queue_delay: Duration::from_micros(args.batch_max_delay_us),
     };
     let url_policy = UrlPolicy {
         allow_http: args.allow_http_urls,
@@ -101,6 +107,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         url_policy,
         call_slots: Semaphore::new(max_concurrent_calls),
         choices: Default::default(),
+        memory: MemoryBudget::new(args.max_memory / 2),
+        max_queue_per_model: args.max_queue_per_model,
+        queues: Default::default(),
+        fetch_slots: Semaphore::new(args.max_url_fetches),
     };
     let state = Arc::new(AppState {
         pipeline,

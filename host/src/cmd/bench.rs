@@ -293,6 +293,8 @@ fn raw(args: RawArgs) -> Result<()> {
         SessionOptions {
             device: Device::Cpu,
             max_sessions: 1,
+            max_batch: 1,
+            max_queue_delay: Duration::ZERO,
         },
     )?
     .signature()
@@ -319,6 +321,8 @@ fn raw(args: RawArgs) -> Result<()> {
                 &SessionOptions {
                     device: Device::Cpu,
                     max_sessions: 1,
+                    max_batch: 1,
+                    max_queue_delay: Duration::ZERO,
                 },
             )
         })

@@ -57,24 +57,53 @@ pub fn decode_base64(text: &str) -> Result<Vec<u8>, InputError> {
         .map_err(|e| InputError::Base64(e.to_string()))
 }
 
-/// Fetches (for URLs) and decodes one image. CPU-heavy decoding runs on a blocking thread.
-pub async fn load(
+/// An image's bytes, fetched but not decoded.
+pub struct Encoded {
+    bytes: Vec<u8>,
+    numpy: bool,
+}
+
+impl Encoded {
+    /// About how many bytes the decoded image takes (RGB8), read from the header alone; `None`
+    /// when the header cannot be read (decoding will then say why).
+    pub fn decoded_size(&self) -> Option<u64> {
+        if self.numpy {
+            // The array's bytes are the payload: its decoded RGB is about as large.
+            return Some(self.bytes.len() as u64);
+        }
+        let (w, h) = image::ImageReader::new(std::io::Cursor::new(&self.bytes))
+            .with_guessed_format()
+            .ok()?
+            .into_dimensions()
+            .ok()?;
+        Some(u64::from(w) * u64::from(h) * 3)
+    }
+}
+
+/// Fetches an image's bytes (URLs are downloaded under `policy` and the limits).
+pub async fn fetch(
     source: ImageSource,
     limits: &InputLimits,
     http: &reqwest::Client,
     policy: &url::UrlPolicy,
-) -> Result<RgbImage, InputError> {
-    let max_pixels = limits.max_image_pixels;
-    let (bytes, numpy) = match source {
-        ImageSource::Encoded(b) => (b, false),
-        ImageSource::Numpy(b) => (b, true),
-        ImageSource::Url(u) => (url::fetch(http, policy, &u, limits).await?, false),
-    };
+) -> Result<Encoded, InputError> {
+    Ok(match source {
+        ImageSource::Encoded(bytes) => Encoded { bytes, numpy: false },
+        ImageSource::Numpy(bytes) => Encoded { bytes, numpy: true },
+        ImageSource::Url(u) => Encoded {
+            bytes: url::fetch(http, policy, &u, limits).await?,
+            numpy: false,
+        },
+    })
+}
+
+/// Decodes fetched bytes, on a blocking thread (decoding is CPU work).
+pub async fn decode(encoded: Encoded, max_pixels: u64) -> Result<RgbImage, InputError> {
     tokio::task::spawn_blocking(move || {
-        if numpy {
-            decode::decode_numpy_image(&bytes, max_pixels)
+        if encoded.numpy {
+            decode::decode_numpy_image(&encoded.bytes, max_pixels)
         } else {
-            decode::decode_image(&bytes, max_pixels)
+            decode::decode_image(&encoded.bytes, max_pixels)
         }
     })
     .await

@@ -318,12 +318,31 @@ pub struct ModelConfig {
     /// The plugin that serves the model, by name (overrides the choice by claims).
     #[serde(default)]
     pub plugin: Option<String>,
+    /// How the model's concurrent runs are batched (overrides the server's flags).
+    #[serde(default)]
+    pub batching: Option<BatchingConfig>,
+}
+
+/// `[batching]` of `model.toml`.
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchingConfig {
+    /// `false`: every call runs on its own.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Most images in one run.
+    #[serde(default)]
+    pub max_images: Option<usize>,
+    /// How long a run that is not full waits for more (microseconds).
+    #[serde(default)]
+    pub max_delay_us: Option<u64>,
 }
 
 impl ModelConfig {
     pub const FILE: &'static str = "model.toml";
 
-    fn read(dir: &Path) -> Result<Self> {
+    /// The directory's `model.toml`, or the defaults without one.
+    pub fn read(dir: &Path) -> Result<Self> {
         match std::fs::read_to_string(dir.join(Self::FILE)) {
             Ok(text) if text.len() > 64 << 10 => bail!("{} is larger than 64 KiB", Self::FILE),
             Ok(text) => toml::from_str(&text).with_context(|| format!("{} is not valid", Self::FILE)),

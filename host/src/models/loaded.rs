@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use tokio::sync::OnceCell;
 
 use super::cache::ModelCache;
-use super::description::ModelDescription;
+use super::description::{BatchingConfig, ModelConfig, ModelDescription};
 use super::error::ModelError;
 use super::id::ModelId;
 use super::sources::ModelSources;
@@ -234,7 +234,11 @@ impl LoadedModels {
             }
         };
         let weights = dir.join("weights.onnx");
-        let options = self.options.clone();
+        let config = ModelConfig::read(&dir).map_err(|e| ModelError::Broken {
+            id: id.to_string(),
+            reason: format!("{e:#}"),
+        })?;
+        let options = batching(&self.options, config.batching);
         let name = id.to_string();
         let started = Instant::now();
         let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<LoadedModel> {
@@ -305,4 +309,21 @@ impl LoadedModels {
             .filter_map(|(id, slot)| slot.cell.get().map(|m| (id.clone(), m.clone())))
             .collect()
     }
+}
+
+/// The session options for a model: the server's, with its `model.toml`'s batching.
+fn batching(server: &SessionOptions, model: Option<BatchingConfig>) -> SessionOptions {
+    let mut options = server.clone();
+    if let Some(b) = model {
+        if let Some(n) = b.max_images {
+            options.max_batch = n.clamp(1, 256);
+        }
+        if let Some(us) = b.max_delay_us {
+            options.max_queue_delay = std::time::Duration::from_micros(us);
+        }
+        if b.enabled == Some(false) {
+            options.max_batch = 1;
+        }
+    }
+    options
 }

@@ -20,6 +20,7 @@ use wasmtime_wasi_nn::backend::{BackendError, BackendExecutionContext, BackendGr
 use wasmtime_wasi_nn::wit::TensorType;
 use wasmtime_wasi_nn::{ExecutionContext, Graph, Tensor};
 
+use super::batch::{BatchSettings, Batcher};
 use super::runtime::Device;
 
 /// Declared shape and element type of a model input or output (-1 = dynamic).
@@ -42,8 +43,12 @@ pub struct ModelSignature {
 #[derive(Clone, Debug)]
 pub struct SessionOptions {
     pub device: Device,
-    /// The most sessions kept per model (each can run one inference at a time).
+    /// The most sessions kept per model (each can run one inference at a time): its run slots.
     pub max_sessions: usize,
+    /// Images per batched run (1: concurrent calls are not batched together).
+    pub max_batch: usize,
+    /// How long a run that is not full may wait for more inputs (only when others wait).
+    pub max_queue_delay: std::time::Duration,
 }
 
 /// A loaded ONNX model: a pool of sessions over one weights file.
@@ -56,6 +61,8 @@ pub struct OnnxModel {
     idle: Mutex<Vec<Session>>,
     freed: Condvar,
     created: AtomicUsize,
+    /// Concurrent runs gathered into one, when the model's batch dimension allows it.
+    batcher: Option<Batcher>,
 }
 
 impl OnnxModel {
@@ -68,6 +75,16 @@ impl OnnxModel {
     pub fn load_named(path: &Path, options: SessionOptions, name: &str) -> Result<Arc<Self>> {
         let session = build_session(path, &options)?;
         let signature = read_signature(&session)?;
+        let batcher = (options.max_batch > 1 && batchable(&signature)).then(|| {
+            Batcher::new(
+                name,
+                BatchSettings {
+                    max_batch: options.max_batch,
+                    max_queue_delay: options.max_queue_delay,
+                    slots: options.max_sessions,
+                },
+            )
+        });
         Ok(Arc::new(Self {
             path: path.to_path_buf(),
             name: name.to_string(),
@@ -76,7 +93,13 @@ impl OnnxModel {
             idle: Mutex::new(vec![session]),
             freed: Condvar::new(),
             created: AtomicUsize::new(1),
+            batcher,
         }))
+    }
+
+    /// The most images one run takes when concurrent runs are batched (None: not batched).
+    pub fn batch_limit(&self) -> Option<usize> {
+        self.batcher.as_ref().map(|b| b.settings().max_batch)
     }
 
     pub fn signature(&self) -> &ModelSignature {
@@ -111,17 +134,34 @@ impl OnnxModel {
         self.freed.notify_one();
     }
 
-    /// Runs the model on named inputs and returns every output, in the model's order.
-    pub fn run(&self, inputs: Vec<NamedTensor>) -> Result<Vec<NamedTensor>> {
+    /// Runs the model on named inputs and returns every output, in the model's order; with
+    /// batching, concurrent single-input runs of the same shape share one run (`batch`).
+    pub fn run(&self, mut inputs: Vec<NamedTensor>) -> Result<Vec<NamedTensor>> {
+        match &self.batcher {
+            Some(batcher) if inputs.len() == 1 => {
+                let input = inputs.pop().expect("one input");
+                self.check_input(&input)?;
+                batcher.run(input, |batched| self.run_now(vec![batched]))
+            }
+            _ => self.run_now(inputs),
+        }
+    }
+
+    fn check_input(&self, input: &NamedTensor) -> Result<()> {
+        let spec = self
+            .signature
+            .inputs
+            .iter()
+            .find(|s| s.name == input.name)
+            .ok_or_else(|| anyhow!("the model has no input named {:?}", input.name))?;
+        check_shape(spec, &input.tensor)
+    }
+
+    /// One ONNX Runtime run, on a session of the pool.
+    fn run_now(&self, inputs: Vec<NamedTensor>) -> Result<Vec<NamedTensor>> {
         let mut values: Vec<(String, SessionInputValue<'static>)> = Vec::with_capacity(inputs.len());
         for input in inputs {
-            let spec = self
-                .signature
-                .inputs
-                .iter()
-                .find(|s| s.name == input.name)
-                .ok_or_else(|| anyhow!("the model has no input named {:?}", input.name))?;
-            check_shape(spec, &input.tensor)?;
+            self.check_input(&input)?;
             values.push((input.name, to_ort_value(input.tensor)?.into()));
         }
         let mut session = self.checkout()?;
@@ -184,6 +224,16 @@ fn cuda_provider() -> Result<ort::execution_providers::ExecutionProviderDispatch
 #[cfg(not(feature = "cuda"))]
 fn cuda_provider() -> Result<ort::execution_providers::ExecutionProviderDispatch> {
     anyhow::bail!("this build has no CUDA support: rebuild with `--features cuda`")
+}
+
+/// Whether runs of the model can be batched: one input and every output with a dynamic batch
+/// dimension first (so rows of several calls can be stacked and split again).
+fn batchable(signature: &ModelSignature) -> bool {
+    let dynamic_batch = |s: &TensorSpec| s.dims.len() >= 2 && s.dims[0] < 0;
+    signature.inputs.len() == 1
+        && dynamic_batch(&signature.inputs[0])
+        && !signature.outputs.is_empty()
+        && signature.outputs.iter().all(dynamic_batch)
 }
 
 fn read_signature(session: &Session) -> Result<ModelSignature> {
@@ -455,6 +505,8 @@ mod tests {
         let options = SessionOptions {
             device: Device::Cpu,
             max_sessions: 2,
+            max_batch: 8,
+            max_queue_delay: std::time::Duration::ZERO,
         };
         let model = OnnxModel::load(&fixture("tests/fixtures/models/shapes-detect.onnx"), options).unwrap();
         let sig = model.signature();
@@ -514,11 +566,79 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_runs_batched_together_equal_runs_alone() {
+        init_ort();
+        let options = SessionOptions {
+            device: Device::Cpu,
+            max_sessions: 1,
+            max_batch: 8,
+            max_queue_delay: std::time::Duration::from_millis(200),
+        };
+        let model = OnnxModel::load(&fixture("tests/fixtures/models/shapes-detect.onnx"), options).unwrap();
+        assert_eq!(model.batch_limit(), Some(8));
+        let (dims, image) = read_f32_npy(&fixture(
+            "tests/fixtures/reference/dev/tensors/01_multi_320x320.letterbox_320x320.input.npy",
+        ));
+        // Six different inputs (the image, brightened), one or two images each.
+        let inputs: Vec<NamedTensor> = (0..6)
+            .map(|i| {
+                let rows = 1 + i % 2;
+                let data: Vec<f32> = (0..rows)
+                    .flat_map(|r| image.iter().map(move |v| (v + 0.05 * (i + r) as f32).min(1.0)))
+                    .collect();
+                let mut d = dims.clone();
+                d[0] = rows as u32;
+                NamedTensor {
+                    name: "images".into(),
+                    tensor: f32_tensor(d, &data),
+                }
+            })
+            .collect();
+        let clone = |t: &NamedTensor| NamedTensor {
+            name: t.name.clone(),
+            tensor: Tensor {
+                dimensions: t.tensor.dimensions.clone(),
+                ty: t.tensor.ty,
+                data: t.tensor.data.clone(),
+            },
+        };
+        let alone: Vec<Vec<u8>> = inputs
+            .iter()
+            .map(|t| model.run(vec![clone(t)]).unwrap().remove(0).tensor.data)
+            .collect();
+        let together: Vec<Vec<u8>> = std::thread::scope(|s| {
+            let handles: Vec<_> = inputs
+                .iter()
+                .map(|t| {
+                    let (model, input) = (&model, clone(t));
+                    s.spawn(move || model.run(vec![input]).unwrap().remove(0).tensor.data)
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (i, (a, b)) in alone.iter().zip(&together).enumerate() {
+            let (a, b) = (le_f32(a), le_f32(b));
+            assert_eq!(a.len(), b.len(), "input {i}");
+            let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+            // Batched and alone runs take the same kernels; allow float noise (outputs are pixels).
+            assert!(diff < 1e-2, "input {i}: max |diff| {diff}");
+        }
+    }
+
+    fn le_f32(data: &[u8]) -> Vec<f32> {
+        data.chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+
+    #[test]
     fn a_call_sees_only_its_own_graph_and_run_budget() {
         init_ort();
         let options = SessionOptions {
             device: Device::Cpu,
             max_sessions: 1,
+            max_batch: 1,
+            max_queue_delay: std::time::Duration::ZERO,
         };
         let model = OnnxModel::load(&fixture("tests/fixtures/models/shapes-detect.onnx"), options).unwrap();
         let runs = Arc::new(AtomicUsize::new(0));

@@ -1,5 +1,6 @@
 //! The wasi-nn side of the host: ONNX Runtime sessions behind graphs that plugins load by name.
 
+pub mod batch;
 pub mod graph;
 pub mod runtime;
 

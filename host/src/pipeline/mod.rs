@@ -2,7 +2,10 @@
 //! decode the images, call the plugin, shape and draw the results (`run`). Everything it needs
 //! arrives as arguments: the services in [`Pipeline`], the request's [`Caller`].
 
+mod admission;
 mod run;
+
+pub use admission::{MemoryBudget, ModelQueue};
 
 pub use run::check_task;
 
@@ -30,6 +33,23 @@ pub struct Pipeline {
     pub call_slots: Semaphore,
     /// The plugin last chosen per model and world, so a new choice is logged once.
     pub choices: ChoiceLog,
+    /// Bounds the memory of the images in flight (decoded, in the plugins, as tensors).
+    pub memory: MemoryBudget,
+    /// Most requests queued or running per model.
+    pub max_queue_per_model: usize,
+    pub queues: ModelQueues,
+    /// Bounds concurrent URL image downloads (which happen before a call slot is taken).
+    pub fetch_slots: Semaphore,
+}
+
+/// Each model's queue.
+#[derive(Default)]
+pub struct ModelQueues(parking_lot::Mutex<std::collections::HashMap<String, Arc<ModelQueue>>>);
+
+impl ModelQueues {
+    fn of(&self, model: &str) -> Arc<ModelQueue> {
+        self.0.lock().entry(model.to_string()).or_default().clone()
+    }
 }
 
 /// The plugin last chosen per model and world.
@@ -121,6 +141,9 @@ pub enum Error {
     /// Nothing can serve it now (503).
     #[error("{0}")]
     Unavailable(String),
+    /// More than the server takes on at once: retry shortly (503 with Retry-After).
+    #[error("{0}")]
+    Overloaded(String),
     #[error("{0}")]
     Internal(String),
 }

@@ -26,21 +26,34 @@ struct Called<'a, O> {
     time: f64,
     /// The decoded images, when the caller asked to keep them.
     images: Option<Vec<RgbImage>>,
-    /// The call slot, held as long as the images are.
+    /// The call slot and the memory reserved, held as long as the images are.
     slot: SemaphorePermit<'a>,
+    _memory: super::admission::Reservation<'a>,
+    _place: super::admission::Place,
 }
 
-/// What runs on the blocking thread: the plugin call on the decoded images.
-type Work<O> = Box<
-    dyn FnOnce(
+/// What runs on a blocking thread: a plugin call on (some of) the decoded images, with a
+/// result per image (a custom task: one document for all of them).
+type Work<O> = Arc<
+    dyn Fn(
             &LoadedPlugin,
             &PluginRuntime,
             &CallLimits,
             &LoadedModel,
             &mut [RgbImage],
-        ) -> Result<CallOutcome<O>, CallError>
-        + Send,
+        ) -> Result<CallOutcome<Vec<O>>, CallError>
+        + Send
+        + Sync,
 >;
+
+/// Whether a call's images may be split between plugin calls running in parallel.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Split {
+    /// Results are per image (task worlds).
+    PerImage,
+    /// One result for the whole call (custom tasks).
+    Never,
+}
 
 /// Refuses a model on another task's route, naming the right one.
 pub fn check_task<T: Task>(model: &LoadedModel) -> Result<(), Error> {
@@ -70,7 +83,7 @@ impl Pipeline {
         visualize: Option<Style>,
     ) -> Result<Vec<T::Response>, Error> {
         let plugin = self.plugin(caller, T::WORLD, &model)?.plugin;
-        let work: Work<Vec<T::Output>> = Box::new(move |plugin, runtime, limits, model, images| {
+        let work: Work<T::Output> = Arc::new(move |plugin, runtime, limits, model, images| {
             let count = images.len();
             let outcome = plugin.call(
                 runtime,
@@ -83,7 +96,15 @@ impl Pipeline {
             Ok(CallOutcome { value, ..outcome })
         });
         let called = self
-            .call(caller, plugin, model.clone(), sources, visualize.is_some(), work)
+            .call(
+                caller,
+                plugin,
+                model.clone(),
+                sources,
+                visualize.is_some(),
+                work,
+                Split::PerImage,
+            )
             .await?;
         let mut responses: Vec<T::Response> = called
             .outcome
@@ -123,7 +144,7 @@ impl Pipeline {
         let plugin = self
             .custom_plugin(caller, route)
             .ok_or_else(|| Error::NotFound(format!("no plugin serves /infer/{route}")))?;
-        let work: Work<serde_json::Value> = Box::new(move |plugin, runtime, limits, model, images| {
+        let work: Work<serde_json::Value> = Arc::new(move |plugin, runtime, limits, model, images| {
             let outcome = plugin.call(
                 runtime,
                 limits,
@@ -132,18 +153,20 @@ impl Pipeline {
                 Box::new(|bound, store, info, images| custom::invoke(bound, store, info, images, &params_json)),
             )?;
             Ok(CallOutcome {
-                value: custom::document(plugin, limits, outcome.value)?,
+                value: vec![custom::document(plugin, limits, outcome.value)?],
                 elapsed: outcome.elapsed,
                 model_runs: outcome.model_runs,
             })
         });
-        let called = self.call(caller, plugin, model, sources, false, work).await?;
+        let mut called = self
+            .call(caller, plugin, model, sources, false, work, Split::Never)
+            .await?;
         Ok(CustomResponse {
             inference_id,
             time: called.time,
             plugin: called.plugin.name().to_string(),
             images: called.sizes,
-            result: called.outcome.value,
+            result: called.outcome.value.pop().unwrap_or_default(),
         })
     }
 
@@ -154,6 +177,7 @@ impl Pipeline {
 
     /// Decodes the images and runs one plugin call on them; the decoded images are kept only
     /// with `keep_images` (for drawing), else freed as soon as the plugin is done with them.
+    #[allow(clippy::too_many_arguments)]
     async fn call<O: Send + 'static>(
         &self,
         caller: &Caller,
@@ -162,7 +186,8 @@ impl Pipeline {
         sources: Vec<ImageSource>,
         keep_images: bool,
         work: Work<O>,
-    ) -> Result<Called<'_, O>, Error> {
+        split: Split,
+    ) -> Result<Called<'_, Vec<O>>, Error> {
         if sources.is_empty() {
             return Err(Error::Invalid("no image in request".into()));
         }
@@ -180,6 +205,43 @@ impl Pipeline {
             }
             .into());
         }
+        let place = self
+            .queues
+            .of(&model.description.id)
+            .enter(self.max_queue_per_model, &model.description.id)?;
+        // URL images are fetched before a call slot is taken (a stalled download holds up no one
+        // else's call), bounded by their own slots and by the time limit for the whole request.
+        let fetching = Instant::now();
+        let fetch_all = try_join_all(sources.into_iter().map(|s| async {
+            if matches!(s, ImageSource::Url(_)) {
+                let _fetch = self
+                    .fetch_slots
+                    .acquire()
+                    .await
+                    .map_err(|_| InputError::Url("server is shutting down".into()))?;
+                input::fetch(s, &input_limits, &self.http, &self.url_policy).await
+            } else {
+                input::fetch(s, &input_limits, &self.http, &self.url_policy).await
+            }
+        }));
+        let encoded = tokio::time::timeout(input_limits.url_timeout, fetch_all)
+            .await
+            .map_err(|_| {
+                InputError::Url(format!(
+                    "the request's image URLs took longer than {:?} to download",
+                    input_limits.url_timeout
+                ))
+            })??;
+        let fetched = fetching.elapsed();
+        // What the images will cost in flight: decoded, their copy in the plugin, and the
+        // model's input tensor (in the plugin and for ONNX Runtime) per image.
+        let d = &model.description;
+        let tensor = u64::from(d.input_width) * u64::from(d.input_height) * 3 * 4;
+        let cost: u64 = encoded
+            .iter()
+            .map(|e| 2 * e.decoded_size().unwrap_or(0) + 2 * tensor)
+            .sum();
+        let memory = self.memory.reserve(cost)?;
         // Take the call slot before decoding, so at most that many requests hold decoded pixels.
         let queued = Instant::now();
         let slot = self
@@ -190,12 +252,12 @@ impl Pipeline {
         metrics::record_queue(queued.elapsed());
         let decoding = Instant::now();
         let images: Vec<RgbImage> = try_join_all(
-            sources
+            encoded
                 .into_iter()
-                .map(|s| input::load(s, &input_limits, &self.http, &self.url_policy)),
+                .map(|e| input::decode(e, input_limits.max_image_pixels)),
         )
         .await?;
-        metrics::record_decode(decoding.elapsed());
+        metrics::record_decode(fetched + decoding.elapsed());
         let sizes: Vec<ImageSize> = images
             .iter()
             .map(|i| ImageSize {
@@ -203,16 +265,53 @@ impl Pipeline {
                 height: i.height,
             })
             .collect();
+        // A list of images is shared between parallel plugin calls (each pre-processes its own
+        // share in WASM on a core of its own; their model runs are batched together again below
+        // the plugins), as far as free call slots and the cores allow.
+        let extra_slots: Vec<_> = if split == Split::PerImage && model.onnx.batch_limit().is_some() {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (1..images.len().min(cores))
+                .map_while(|_| self.call_slots.try_acquire().ok())
+                .collect()
+        } else {
+            Vec::new()
+        };
         let started = Instant::now();
-        let runtime = self.runtime.clone();
-        let (call_plugin, call_model) = (plugin.clone(), model.clone());
-        let (outcome, images) = tokio::task::spawn_blocking(move || {
-            let mut images = images;
-            let outcome = work(&call_plugin, &runtime, &call_limits, &call_model, &mut images);
-            (outcome, keep_images.then_some(images))
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("plugin thread failed: {e}")))?;
+        let calls = chunks(images, 1 + extra_slots.len())
+            .into_iter()
+            .map(|mut chunk| {
+                let (runtime, work, limits) = (self.runtime.clone(), work.clone(), call_limits.clone());
+                let (call_plugin, call_model) = (plugin.clone(), model.clone());
+                tokio::task::spawn_blocking(move || {
+                    let outcome = work(&call_plugin, &runtime, &limits, &call_model, &mut chunk);
+                    (outcome, keep_images.then_some(chunk))
+                })
+            })
+            .collect::<Vec<_>>();
+        let mut outcome: Result<CallOutcome<Vec<O>>, CallError> = Ok(CallOutcome {
+            value: Vec::new(),
+            elapsed: std::time::Duration::ZERO,
+            model_runs: 0,
+        });
+        let mut images = keep_images.then(Vec::new);
+        for call in calls {
+            let (part, kept) = call
+                .await
+                .map_err(|e| Error::Internal(format!("plugin thread failed: {e}")))?;
+            if let (Some(all), Some(kept)) = (&mut images, kept) {
+                all.extend(kept);
+            }
+            outcome = match (outcome, part) {
+                (Ok(mut sum), Ok(part)) => {
+                    sum.value.extend(part.value);
+                    sum.elapsed = sum.elapsed.max(part.elapsed);
+                    sum.model_runs += part.model_runs;
+                    Ok(sum)
+                }
+                (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+            };
+        }
+        drop(extra_slots);
         let outcome = outcome.inspect_err(CallError::record)?;
         metrics::record_plugin(&model.description.id, plugin.name(), started.elapsed());
         tracing::debug!(model = %model.description.id, plugin = plugin.name(), images = sizes.len(),
@@ -225,8 +324,20 @@ impl Pipeline {
             time: started.elapsed().as_secs_f64(),
             images,
             slot,
+            _memory: memory,
+            _place: place,
         })
     }
+}
+
+/// `items` in `n` consecutive chunks of near-equal size (none empty).
+fn chunks<T>(items: Vec<T>, n: usize) -> Vec<Vec<T>> {
+    let n = n.clamp(1, items.len().max(1));
+    let (base, extra) = (items.len() / n, items.len() % n);
+    let mut items = items.into_iter();
+    (0..n)
+        .map(|i| items.by_ref().take(base + usize::from(i < extra)).collect())
+        .collect()
 }
 
 /// Draws each response's predictions onto its image (on a blocking thread: drawing and JPEG
@@ -248,4 +359,16 @@ async fn draw<T: Task>(
     })
     .await
     .map_err(|e| Error::Internal(format!("drawing thread failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunks;
+
+    #[test]
+    fn chunks_keep_order_and_balance() {
+        assert_eq!(chunks((0..5).collect(), 2), vec![vec![0, 1, 2], vec![3, 4]]);
+        assert_eq!(chunks((0..2).collect(), 4), vec![vec![0], vec![1]]);
+        assert_eq!(chunks(vec![7], 1), vec![vec![7]]);
+    }
 }

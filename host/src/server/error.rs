@@ -116,7 +116,7 @@ impl From<pipeline::Error> for ApiError {
             E::Model(e) => ApiError::Model(e),
             E::Plugin(e) => ApiError::Plugin(e),
             E::NotFound(m) => ApiError::NotFound(m),
-            E::Unavailable(m) => ApiError::Unavailable(m),
+            E::Unavailable(m) | E::Overloaded(m) => ApiError::Unavailable(m),
             E::Internal(m) => ApiError::Internal(m),
         }
     }

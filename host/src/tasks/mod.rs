@@ -39,7 +39,7 @@ pub trait Task: Send + Sync + 'static {
     /// The task's own request fields (besides [`CommonOptions`]).
     type Options: DeserializeOwned + Default + ToSchema + Send + 'static;
     /// The request's parameters in the WIT's terms.
-    type Params: Send + 'static;
+    type Params: Send + Sync + 'static;
     /// One image's result, as the plugin returns it.
     type Output: Send + 'static;
     /// One image's response body.

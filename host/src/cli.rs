@@ -331,6 +331,10 @@ pub struct RawArgs {
     /// Threads running the pipeline in a loop, each with its own session.
     #[arg(long, default_value_t = 1)]
     pub concurrency: usize,
+    /// Images per ONNX Runtime run (copies of --image, decoded and letterboxed each; the model
+    /// must take a dynamic batch). Latency is then per run; stages and CPU per image.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
     /// Also decode the outputs and run NMS natively, as the object-detection plugin does.
     #[arg(long)]
     pub postprocess: bool,

@@ -153,6 +153,8 @@ struct RawPipeline {
     input: guest::ModelInput,
     input_name: String,
     shape: Vec<i64>,
+    /// Images per ONNX Runtime run (copies of the one image).
+    batch: usize,
     classes: usize,
     /// Classifiers' outputs are probabilities per class: ranking them is their post-processing.
     classification: bool,
@@ -194,15 +196,24 @@ impl Stages {
 }
 
 impl RawPipeline {
-    /// One image through the pipeline; returns the stage times and the number of detections
-    /// (with --postprocess) or of output values.
+    /// One call of `batch` images through the pipeline (one ONNX Runtime run); returns the
+    /// stage times of the call and the number of detections (with --postprocess) or of output
+    /// values of its first image.
     fn once(&self, session: &mut Session) -> Result<(Stages, usize)> {
         let t0 = Instant::now();
-        let bytes = crate::input::decode_base64(&self.base64)?;
+        let encoded = (0..self.batch)
+            .map(|_| crate::input::decode_base64(&self.base64))
+            .collect::<Result<Vec<_>, _>>()?;
         let t1 = Instant::now();
-        let image = crate::input::decode::decode_image(&bytes, MAX_IMAGE_PIXELS)?;
+        let images = encoded
+            .iter()
+            .map(|bytes| crate::input::decode::decode_image(bytes, MAX_IMAGE_PIXELS))
+            .collect::<Result<Vec<_>, _>>()?;
         let t2 = Instant::now();
-        let refs = [ImageRef::new(image.width, image.height, &image.rgb).map_err(|e| anyhow!(e))?];
+        let refs = images
+            .iter()
+            .map(|image| ImageRef::new(image.width, image.height, &image.rgb).map_err(|e| anyhow!(e)))
+            .collect::<Result<Vec<_>>>()?;
         let (data, transforms) = self.input.batch(&refs).map_err(|e| anyhow!(e))?;
         let t3 = Instant::now();
         let tensor = OrtTensor::from_array((self.shape.clone(), data))?;
@@ -229,19 +240,24 @@ impl RawPipeline {
                 } else {
                     guest::classes_in(&dims, layout)
                 };
-                let candidates = guest::decode(out, &dims, 0, layout, classes, confidence).map_err(|e| anyhow!(e))?;
-                let kept = guest::nms(
-                    candidates,
-                    crate::tasks::DEFAULT_IOU,
-                    false,
-                    crate::tasks::DEFAULT_MAX_DETECTIONS as usize,
-                );
-                // Mapping back is part of the plugin's work too.
-                let boxes: Vec<[f32; 4]> = kept
-                    .iter()
-                    .map(|c| transforms[0].to_original_box(c.x1, c.y1, c.x2, c.y2))
-                    .collect();
-                boxes.len()
+                let mut first = 0;
+                for (index, transform) in transforms.iter().enumerate().rev() {
+                    let candidates =
+                        guest::decode(out, &dims, index, layout, classes, confidence).map_err(|e| anyhow!(e))?;
+                    let kept = guest::nms(
+                        candidates,
+                        crate::tasks::DEFAULT_IOU,
+                        false,
+                        crate::tasks::DEFAULT_MAX_DETECTIONS as usize,
+                    );
+                    // Mapping back is part of the plugin's work too.
+                    let boxes: Vec<[f32; 4]> = kept
+                        .iter()
+                        .map(|c| transform.to_original_box(c.x1, c.y1, c.x2, c.y2))
+                        .collect();
+                    first = boxes.len();
+                }
+                first
             }
         };
         let t5 = Instant::now();
@@ -266,6 +282,8 @@ struct RawReport {
     input_size: [u32; 2],
     ort_threads: usize,
     concurrency: usize,
+    /// Images per run; latency and stages are per run.
+    batch: usize,
     images: usize,
     wall_s: f64,
     images_per_s: f64,
@@ -278,8 +296,8 @@ struct RawReport {
 
 fn raw(args: RawArgs) -> Result<()> {
     let concurrency = args.concurrency.max(1);
-    if args.iterations == 0 {
-        bail!("--iterations must be at least 1");
+    if args.iterations == 0 || args.batch == 0 {
+        bail!("--iterations and --batch must be at least 1");
     }
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let threads = args.threads.unwrap_or(cpus).max(1);
@@ -304,7 +322,8 @@ fn raw(args: RawArgs) -> Result<()> {
     let encoded = std::fs::read(&args.image).with_context(|| format!("cannot read {}", args.image.display()))?;
     let pipeline = Arc::new(RawPipeline {
         base64: base64::engine::general_purpose::STANDARD.encode(&encoded),
-        shape: input.dims(1).into_iter().map(i64::from).collect(),
+        shape: input.dims(args.batch).into_iter().map(i64::from).collect(),
+        batch: args.batch,
         input,
         input_name: description.input_name.clone(),
         classes: description.class_names.len(),
@@ -347,7 +366,7 @@ fn raw(args: RawArgs) -> Result<()> {
                     start.wait();
                     warm.context("warm-up failed")?;
                     let (mut latencies, mut sum, mut found) = (Vec::new(), Stages::default(), 0);
-                    while next.fetch_add(1, Ordering::Relaxed) < args.iterations {
+                    while next.fetch_add(args.batch, Ordering::Relaxed) < args.iterations {
                         let (stages, n) = pipeline.once(&mut session)?;
                         latencies.push(stages.total());
                         sum.add(&stages);
@@ -374,7 +393,7 @@ fn raw(args: RawArgs) -> Result<()> {
         stages.add(&s);
         found = found.max(n);
     }
-    let images = latencies.len();
+    let images = latencies.len() * args.batch;
     let report = RawReport {
         model: args.model.display().to_string(),
         image: args.image.display().to_string(),
@@ -382,11 +401,13 @@ fn raw(args: RawArgs) -> Result<()> {
         input_size: [description.input_width, description.input_height],
         ort_threads: threads,
         concurrency,
+        batch: args.batch,
         images,
         wall_s: wall.as_secs_f64(),
         images_per_s: images as f64 / wall.as_secs_f64(),
         latency: Latency::of(&mut latencies),
         cpu_ms_per_image: ms(cpu) / images as f64,
+        // Per image, so that batched and single runs compare stage by stage.
         stages_mean: stages.scaled(1.0 / images as f64),
         outputs_per_image: found,
         memory: memory(None)?,
@@ -403,7 +424,7 @@ fn raw(args: RawArgs) -> Result<()> {
 /// object-detection plugin builds it.
 fn print_raw(r: &RawReport, postprocess: bool) {
     println!(
-        "raw pipeline: {} on {} ({}x{} → {}x{}), ORT threads {}, concurrency {}",
+        "raw pipeline: {} on {} ({}x{} → {}x{}), ORT threads {}, concurrency {}, {} image(s) per run",
         r.model,
         r.image,
         r.image_size[0],
@@ -411,7 +432,8 @@ fn print_raw(r: &RawReport, postprocess: bool) {
         r.input_size[0],
         r.input_size[1],
         r.ort_threads,
-        r.concurrency
+        r.concurrency,
+        r.batch
     );
     println!(
         "  {} images in {:.2} s: {:.1} images/s, {:.2} CPU-ms per image",
@@ -424,7 +446,7 @@ fn print_raw(r: &RawReport, postprocess: bool) {
     );
     let s = &r.stages_mean;
     print!(
-        "  stages (mean ms): base64 {:.3}  decode {:.3}  letterbox {:.3}  session.run {:.3}",
+        "  stages (mean ms per image): base64 {:.3}  decode {:.3}  letterbox {:.3}  session.run {:.3}",
         s.base64_ms, s.decode_ms, s.letterbox_ms, s.run_ms
     );
     if postprocess {
@@ -464,8 +486,12 @@ struct Level {
     concurrency: usize,
     requests: usize,
     images: usize,
+    /// Failed requests other than 503s.
     errors: usize,
     first_error: Option<String>,
+    /// 503 answers (overload), and how many of them lacked Retry-After.
+    rejected: usize,
+    rejected_without_retry_after: usize,
     /// Successful responses with no prediction at all (legitimate for an empty image).
     empty_responses: usize,
     wall_s: f64,
@@ -491,6 +517,21 @@ struct HttpReport {
     levels: Vec<Level>,
 }
 
+/// A 503: the server refused the request under overload (as it should, with Retry-After).
+#[derive(Debug)]
+struct Rejected {
+    retry_after: bool,
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let with = if self.retry_after { "with" } else { "WITHOUT" };
+        write!(f, "HTTP 503 {with} Retry-After")
+    }
+}
+
+impl std::error::Error for Rejected {}
+
 struct Load {
     client: reqwest::Client,
     endpoint: String,
@@ -510,8 +551,12 @@ impl Load {
             .await
             .context("request failed")?;
         let status = response.status();
+        let retry_after = response.headers().contains_key(reqwest::header::RETRY_AFTER);
         let body = response.bytes().await.context("reading the response failed")?;
         let round_trip_ms = ms(started.elapsed());
+        if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+            return Err(Rejected { retry_after }.into());
+        }
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body);
             bail!("HTTP {status}: {}", text.chars().take(300).collect::<String>());
@@ -625,7 +670,8 @@ fn http(args: HttpArgs) -> Result<()> {
 
 async fn measure_level(load: &Arc<Load>, args: &HttpArgs, concurrency: usize) -> Result<Level> {
     let warm = load.run(concurrency, args.warmup.max(concurrency)).await;
-    if let Some(Err(e)) = warm.into_iter().find(|r| r.is_err()) {
+    let refused = |r: &Result<Sample>| r.as_ref().is_err_and(|e| e.is::<Rejected>());
+    if let Some(Err(e)) = warm.into_iter().find(|r| r.is_err() && !refused(r)) {
         return Err(e.context(format!("warm-up at concurrency {concurrency} failed")));
     }
     let server_cpu0 = args.server_pid.map(process_cpu_time).transpose()?;
@@ -640,8 +686,13 @@ async fn measure_level(load: &Arc<Load>, args: &HttpArgs, concurrency: usize) ->
 
     let (mut rtt, mut server, mut outside) = (Vec::new(), Vec::new(), Vec::new());
     let (mut errors, mut first_error, mut empty) = (0, None, 0);
+    let (mut rejected, mut without_retry_after) = (0, 0);
     for result in results {
         match result {
+            Err(e) if e.is::<Rejected>() => {
+                rejected += 1;
+                without_retry_after += usize::from(!e.downcast_ref::<Rejected>().is_some_and(|r| r.retry_after));
+            }
             Ok(s) => {
                 rtt.push(s.round_trip_ms);
                 server.push(s.server_ms);
@@ -662,6 +713,8 @@ async fn measure_level(load: &Arc<Load>, args: &HttpArgs, concurrency: usize) ->
         images,
         errors,
         first_error,
+        rejected,
+        rejected_without_retry_after: without_retry_after,
         empty_responses: empty,
         wall_s: wall.as_secs_f64(),
         images_per_s: images as f64 / wall.as_secs_f64(),
@@ -677,10 +730,11 @@ async fn measure_level(load: &Arc<Load>, args: &HttpArgs, concurrency: usize) ->
 fn print_level(l: &Level, header: bool) {
     if header {
         println!(
-            "{:>5} {:>6} {:>6} {:>8} {:>8} {:>9} {:>10} {:>11} {:>11} {:>11} {:>8}",
+            "{:>5} {:>6} {:>6} {:>5} {:>8} {:>8} {:>9} {:>10} {:>11} {:>11} {:>11} {:>8}",
             "conc",
             "images",
             "errors",
+            "503s",
             "p50 ms",
             "p99 ms",
             "images/s",
@@ -693,10 +747,11 @@ fn print_level(l: &Level, header: bool) {
     }
     let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
     println!(
-        "{:>5} {:>6} {:>6} {:>8.2} {:>8.2} {:>9.1} {:>10.2} {:>11.2} {:>11} {:>11.2} {:>8}",
+        "{:>5} {:>6} {:>6} {:>5} {:>8.2} {:>8.2} {:>9.1} {:>10.2} {:>11.2} {:>11} {:>11.2} {:>8}",
         l.concurrency,
         l.images,
         l.errors,
+        l.rejected,
         l.latency.p50_ms,
         l.latency.p99_ms,
         l.images_per_s,

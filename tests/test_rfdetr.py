@@ -26,6 +26,7 @@ DETECT = "rfdetr-shapes-detect/1"
 SEG = "rfdetr-shapes-seg/1"
 PLAIN_DETECT = "rfdetr-plain-detect/1"
 PLAIN_SEG = "rfdetr-plain-seg/1"
+BACKGROUND = "rfdetr-background/1"
 YOLO = "shapes-detect/1"
 THRESHOLD = 0.3  # the references' threshold
 PARAMS = {"confidence": THRESHOLD, "max_detections": 300}
@@ -78,6 +79,10 @@ def rf_models(tmp_path_factory):
         (root / model_id).mkdir(parents=True)
         (root / model_id / "weights.onnx").write_bytes(strip_metadata((MODELS / name).read_bytes()))
         (root / model_id / "class_names.txt").write_text("circle\nsquare\ntriangle\n")
+    # Roboflow's class lists may name a placeholder class, which is never reported.
+    (root / BACKGROUND).mkdir(parents=True)
+    shutil.copyfile(root / PLAIN_DETECT / "weights.onnx", root / BACKGROUND / "weights.onnx")
+    (root / BACKGROUND / "class_names.txt").write_text("background_class83422\nsquare\ntriangle\n")
     return root
 
 
@@ -231,6 +236,15 @@ def test_request_options(rf_server):
                  response_mask_format="rle", **PARAMS)
     check_seg_response(rle, "rle")
     assert rle["predictions"]
+
+
+def test_roboflow_background_class_is_never_reported(rf_server):
+    image = img_b64((DEV_IMAGES / "01_multi_320x320.jpg").read_bytes())
+    full = post(rf_server, ROUTE_OD, DETECT, image, **PARAMS)["predictions"]
+    without = post(rf_server, ROUTE_OD, BACKGROUND, image, **PARAMS)["predictions"]
+    assert any(p["class_id"] == 0 for p in full)
+    # The other classes keep their ids (the model's columns) and names.
+    assert without_ids(without) == without_ids([p for p in full if p["class_id"] != 0])
 
 
 # --------------------------------------------------------------------------- clients

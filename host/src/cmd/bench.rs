@@ -16,6 +16,7 @@ use ort::session::Session;
 use ort::value::Tensor as OrtTensor;
 use serde::{Deserialize, Serialize};
 
+use super::bench_rfdetr::RfDetr;
 use crate::cli::{BenchAction, HttpArgs, RawArgs};
 use crate::models::ModelDescription;
 use crate::nn::{self, Device, OnnxModel, SessionOptions};
@@ -159,6 +160,8 @@ struct RawPipeline {
     /// Classifiers' outputs are probabilities per class: ranking them is their post-processing.
     classification: bool,
     postprocess: Option<f32>,
+    /// RF-DETR models run the rfdetr-detection plugin's pipeline (`bench_rfdetr`).
+    rfdetr: Option<RfDetr>,
 }
 
 /// Time spent in each stage of one image, in milliseconds.
@@ -214,7 +217,10 @@ impl RawPipeline {
             .iter()
             .map(|image| ImageRef::new(image.width, image.height, &image.rgb).map_err(|e| anyhow!(e)))
             .collect::<Result<Vec<_>>>()?;
-        let (data, transforms) = self.input.batch(&refs).map_err(|e| anyhow!(e))?;
+        let (data, transforms) = match &self.rfdetr {
+            Some(rfdetr) => rfdetr.batch(&self.input, &refs)?,
+            None => self.input.batch(&refs).map_err(|e| anyhow!(e))?,
+        };
         let t3 = Instant::now();
         let tensor = OrtTensor::from_array((self.shape.clone(), data))?;
         let outputs = session
@@ -227,6 +233,10 @@ impl RawPipeline {
         let t4 = Instant::now();
         let found = match self.postprocess {
             None => out.len(),
+            Some(confidence) if self.rfdetr.is_some() => match &self.rfdetr {
+                Some(rfdetr) => rfdetr.postprocess(&outputs, &self.input, &transforms[0], confidence)?,
+                None => 0,
+            },
             Some(confidence) if self.classification => {
                 let mut ranked: Vec<(usize, f32)> = out.iter().copied().enumerate().collect();
                 ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -329,6 +339,7 @@ fn raw(args: RawArgs) -> Result<()> {
         classes: description.class_names.len(),
         classification: description.task == <crate::tasks::Classification as crate::tasks::Task>::NAME,
         postprocess: args.postprocess.then_some(args.confidence),
+        rfdetr: RfDetr::of(&description),
     });
     let probe = crate::input::decode::decode_image(&encoded, MAX_IMAGE_PIXELS)?;
 

@@ -3,6 +3,7 @@
 //! (`bench`) and the `infer` client. Their arguments are `cli`'s.
 
 pub mod bench;
+pub mod bench_rfdetr;
 pub mod daemon;
 pub mod infer;
 pub mod models;

@@ -1,6 +1,8 @@
 //! What the host and plugins know about a model: task, classes, input geometry and
 //! pre-processing, derived from Roboflow's files when present and otherwise from the
-//! metadata an Ultralytics ONNX export carries.
+//! metadata an Ultralytics ONNX export carries. A model of the RF-DETR family (see
+//! [`is_rfdetr`]) gets that family's defaults instead of YOLO's where its files say nothing:
+//! a stretch to the input size and ImageNet's mean and std.
 
 use std::path::Path;
 
@@ -26,6 +28,7 @@ pub fn task_name(raw: &str) -> Option<&'static str> {
 }
 
 const OBJECT_DETECTION: &str = "object-detection";
+const INSTANCE_SEGMENTATION: &str = "instance-segmentation";
 const CLASSIFICATION: &str = "classification";
 
 /// How images are brought to the input size (mirrors the WIT `resize-mode`).
@@ -89,6 +92,9 @@ struct Environment {
     task: Option<String>,
     #[serde(rename = "MULTICLASS", default)]
     multiclass: Option<bool>,
+    /// RF-DETR's input size (Roboflow writes it for its RF-DETR models).
+    #[serde(rename = "RESOLUTION", default)]
+    resolution: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,8 +145,7 @@ impl ModelDescription {
         .into_iter()
         .flatten()
         .find_map(|t| task_name(&t))
-        // A model that says nothing about its task is most likely a detector.
-        .unwrap_or(OBJECT_DETECTION)
+        .unwrap_or_else(|| task_from_outputs(sig))
         .to_string();
         let architecture = [
             config.architecture.clone(),
@@ -151,6 +156,7 @@ impl ModelDescription {
         .flatten()
         .map(|a| a.trim().to_ascii_lowercase())
         .find(|a| !a.is_empty());
+        let rfdetr = is_rfdetr(architecture.as_deref(), sig.outputs.iter().map(|o| o.name.as_str()));
 
         let class_names = if let Some(names) = read_class_names(dir)? {
             names
@@ -189,16 +195,24 @@ impl ModelDescription {
         } else {
             // A dynamic input: Roboflow's resize settings, else the export size, else YOLO's usual.
             let from_env = resize_settings.as_ref().and_then(|r| Some((r.height?, r.width?)));
-            from_env.or(imgsz).unwrap_or((640, 640))
+            let resolution = env
+                .resolution
+                .as_ref()
+                .and_then(|v| v.as_u64().or_else(|| v.as_str()?.trim().parse().ok()))
+                .and_then(|r| u32::try_from(r).ok())
+                .map(|r| (r, r));
+            from_env.or(resolution).or(imgsz).unwrap_or((640, 640))
         };
         if input_height == 0 || input_width == 0 || input_height > 8192 || input_width > 8192 {
             bail!("unusable input size {input_width}x{input_height}");
         }
         let max_batch = if input.dims[0] > 0 { input.dims[0] as u32 } else { 0 };
 
-        let ultralytics = meta("imgsz").is_some() || meta("stride").is_some();
+        let ultralytics = !rfdetr && (meta("imgsz").is_some() || meta("stride").is_some());
         let (resize, pad_value) = match resize_settings.as_ref().and_then(|r| r.format.as_deref()) {
             Some(format) => roboflow_resize(format),
+            // rfdetr's predict() stretches to its square resolution.
+            None if rfdetr => (Resize::Stretch, 0),
             None if task == CLASSIFICATION && ultralytics => (Resize::CenterCrop, 0),
             None if ultralytics || resize_settings.is_none() => (Resize::Letterbox, 114),
             None => (Resize::Stretch, 0),
@@ -234,8 +248,17 @@ impl ModelDescription {
             channels_last,
             resize,
             pad_value,
-            mean: [0.0; 3],
-            std: [1.0; 3],
+            // RF-DETR's DINOv2 backbone is trained on ImageNet-normalised inputs; YOLO on 0..1.
+            mean: if rfdetr {
+                inference_guest::rfdetr::IMAGENET_MEAN
+            } else {
+                [0.0; 3]
+            },
+            std: if rfdetr {
+                inference_guest::rfdetr::IMAGENET_STD
+            } else {
+                [1.0; 3]
+            },
             score_activation,
             multi_label,
             keypoint_names,
@@ -246,6 +269,14 @@ impl ModelDescription {
 }
 
 impl ModelDescription {
+    /// Whether the model is of the RF-DETR family (see [`is_rfdetr`]).
+    pub fn is_rfdetr(&self) -> bool {
+        is_rfdetr(
+            self.architecture.as_deref(),
+            self.outputs.iter().map(|(name, _)| name.as_str()),
+        )
+    }
+
     /// The input geometry and pre-processing in the shared guest crate's terms (what the plugins
     /// get through the WIT's `model-info`), for native use such as the benchmark.
     pub fn input(&self) -> Result<inference_guest::ModelInput, String> {
@@ -267,6 +298,24 @@ impl ModelDescription {
             &self.mean,
             &self.std,
         )
+    }
+}
+
+/// Whether a model is of the RF-DETR family: Roboflow's model type names it (`rfdetr-base`,
+/// `rfdetr-seg-preview`, ...), or it has the outputs of `rfdetr`'s ONNX export, `dets` and
+/// `labels` (a plain export names no model type).
+pub fn is_rfdetr<'a>(architecture: Option<&str>, outputs: impl Iterator<Item = &'a str> + Clone) -> bool {
+    let has = |name: &str| outputs.clone().any(|o| o == name);
+    architecture.is_some_and(|a| a.starts_with("rfdetr")) || (has("dets") && has("labels"))
+}
+
+/// The task of a model whose files name none, from its outputs: a `masks` output (RF-DETR's
+/// segmentation export) means instance segmentation; anything else is most likely a detector.
+fn task_from_outputs(sig: &ModelSignature) -> &'static str {
+    if sig.outputs.iter().any(|o| o.name == "masks") {
+        INSTANCE_SEGMENTATION
+    } else {
+        OBJECT_DETECTION
     }
 }
 
@@ -621,6 +670,17 @@ mod tests {
         assert_eq!(roboflow_resize("Fit (white edges) in"), (Resize::Letterbox, 255));
         assert_eq!(roboflow_resize("Fit within"), (Resize::Letterbox, 0));
         assert_eq!(roboflow_resize("whatever"), (Resize::Stretch, 0));
+    }
+
+    #[test]
+    fn recognises_the_rfdetr_family() {
+        let names = |n: &'static [&'static str]| n.iter().copied();
+        assert!(is_rfdetr(Some("rfdetr-base"), names(&[])));
+        assert!(is_rfdetr(Some("rfdetr-seg-preview"), names(&["output0"])));
+        assert!(is_rfdetr(None, names(&["dets", "labels"])));
+        assert!(is_rfdetr(None, names(&["dets", "labels", "masks"])));
+        assert!(!is_rfdetr(None, names(&["dets"])));
+        assert!(!is_rfdetr(Some("yolov8n"), names(&["output0", "output1"])));
     }
 
     #[test]

@@ -203,3 +203,101 @@ pub fn tensor_f32(label: &str, t: &tensor::Tensor) -> Result<(Vec<usize>, Vec<f3
 pub fn first_output(outputs: &[(String, tensor::Tensor)]) -> Result<(Vec<usize>, Vec<f32>), PluginError> {
     output_f32(outputs, None, 0)
 }
+
+/// `run_batches_with` RF-DETR's pre-processing ([`crate::rfdetr::batch`]: the stretch on the
+/// float image, unless the model says otherwise).
+pub fn run_rfdetr_batches(
+    model: &ModelInfo,
+    input: &ModelInput,
+    images: &[Image],
+    each: impl FnMut(Outputs, Vec<Transform>) -> Result<(), PluginError>,
+) -> Result<(), PluginError> {
+    run_batches_with(
+        model,
+        images,
+        |n| input.dims(n),
+        |batch| crate::rfdetr::batch(input, batch),
+        each,
+    )
+}
+
+/// One image's RF-DETR detections (see [`crate::rfdetr`]) that the request keeps, best first,
+/// each with its query (the row of the model's `masks`): the no-object slot and Roboflow's
+/// background placeholder are never reported, the class filter applies, then the request's
+/// `max_detections`. RF-DETR needs no NMS; class-agnostic NMS runs only when the request asks
+/// for it (`class_agnostic_nms`), and per-class `iou_threshold` has no effect.
+pub fn rfdetr_detections(
+    model: &ModelInfo,
+    params: &DetectionParams,
+    input: &ModelInput,
+    outputs: &[(String, tensor::Tensor)],
+    transforms: &[Transform],
+) -> Result<Vec<Vec<(usize, Detection)>>, PluginError> {
+    use crate::rfdetr;
+    let unsupported = |e: String| error(ErrorKind::UnsupportedModel, e);
+    let (dets_dims, dets) = rfdetr_output(outputs, "dets", 0)?;
+    let (labels_dims, labels) = rfdetr_output(outputs, "labels", 1)?;
+    let num_select = rfdetr::num_select(&model.metadata).unwrap_or(rfdetr::DEFAULT_NUM_SELECT);
+    let mut per_image = Vec::with_capacity(transforms.len());
+    for (b, transform) in transforms.iter().enumerate() {
+        let selected = rfdetr::decode(
+            (&dets, &dets_dims),
+            (&labels, &labels_dims),
+            b,
+            num_select,
+            params.confidence,
+        )
+        .map_err(unsupported)?;
+        let wanted = |class_id: u32| {
+            params
+                .class_filter
+                .as_ref()
+                .is_none_or(|f| f.contains(&name_of(&model.class_names, class_id)))
+        };
+        let mut candidates: Vec<Candidate> = selected
+            .iter()
+            .filter(|s| !rfdetr::is_background(&model.class_names, s.class_id) && wanted(s.class_id))
+            .map(|s| {
+                let [x1, y1, x2, y2] = rfdetr::to_image(s.xyxy, input.resize, input.width, input.height, transform);
+                Candidate {
+                    x1,
+                    y1,
+                    x2,
+                    y2,
+                    score: s.score,
+                    class_id: s.class_id,
+                    anchor: s.query as u32,
+                }
+            })
+            .collect();
+        let max = params.max_detections as usize;
+        if params.class_agnostic_nms {
+            candidates = crate::nms(candidates, params.iou_threshold, true, max);
+        } else {
+            candidates.truncate(max);
+        }
+        per_image.push(
+            candidates
+                .iter()
+                .filter_map(|c| {
+                    detection_in_image(model, params, [c.x1, c.y1, c.x2, c.y2], c).map(|d| (c.anchor as usize, d))
+                })
+                .collect(),
+        );
+    }
+    Ok(per_image)
+}
+
+/// An RF-DETR output by its name in `rfdetr`'s export, else by its place in that export's order
+/// (`dets`, `labels`, `masks`).
+pub fn rfdetr_output(
+    outputs: &[(String, tensor::Tensor)],
+    name: &str,
+    index: usize,
+) -> Result<(Vec<usize>, Vec<f32>), PluginError> {
+    if outputs.iter().any(|(n, _)| n == name) {
+        output_f32(outputs, Some(name), index)
+    } else {
+        output_f32(outputs, None, index)
+    }
+}

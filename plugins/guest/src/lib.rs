@@ -11,6 +11,8 @@
 //! - [`mask`], [`contour`], [`rle`]: instance masks from prototypes, their outlines as
 //!   OpenCV traces them, and COCO run-length encoding.
 //! - [`pose`]: keypoints carried by detection rows.
+//! - [`rfdetr`]: RF-DETR (Roboflow's DETR family): the stretch on the float image, top-k
+//!   decoding over queries x classes, and its masks.
 //! - [`bindings`]: the WIT worlds' guest bindings, one module per world, with one set of shared
 //!   types ([`wit`], [`nn`]) and an export macro per world (`export_object_detection!`, ...);
 //!   [`glue`]: what every plugin does with them (model input, batched runs, detections).
@@ -39,6 +41,7 @@ pub mod pil_resize;
 pub mod pose;
 pub mod preprocess;
 pub mod resize;
+pub mod rfdetr;
 pub mod rle;
 
 #[cfg(test)]

@@ -178,7 +178,7 @@ pub struct BinaryMask {
 impl BinaryMask {
     /// The tight mask of the set pixels of a `rw x rh` block at `(x0, y0)` of a `width x
     /// height` mask; `None` when no pixel is set.
-    fn tight(width: usize, height: usize, x0: usize, y0: usize, rw: usize, block: &[u8]) -> Option<Self> {
+    pub(crate) fn tight(width: usize, height: usize, x0: usize, y0: usize, rw: usize, block: &[u8]) -> Option<Self> {
         if rw == 0 {
             return None;
         }
@@ -273,17 +273,17 @@ impl BinaryMask {
 /// One output coordinate of a linear resampling along an axis: two source indexes and
 /// their weights.
 #[derive(Clone, Copy, Debug, PartialEq)]
-struct Tap {
-    i0: usize,
-    i1: usize,
-    w0: f32,
-    w1: f32,
+pub(crate) struct Tap {
+    pub(crate) i0: usize,
+    pub(crate) i1: usize,
+    pub(crate) w0: f32,
+    pub(crate) w1: f32,
 }
 
 /// torch `F.interpolate(mode="bilinear", align_corners=False)` taps from `src` to `dst`
 /// samples, in torch's f32 arithmetic: `s = (src / dst) * (d + 0.5) - 0.5`, clamped at 0,
 /// index `min(floor(s), src - 1)`, the next index (if any) weighted by the fraction.
-fn torch_taps(src: usize, dst: usize) -> Vec<Tap> {
+pub(crate) fn torch_taps(src: usize, dst: usize) -> Vec<Tap> {
     let ratio = src as f32 / dst as f32;
     (0..dst)
         .map(|d| {
@@ -304,7 +304,7 @@ fn torch_taps(src: usize, dst: usize) -> Vec<Tap> {
 /// Taps of an affine map from `dst` samples to a `src`-sample axis: destination `d` reads
 /// source position `s = (d + 0.5) * scale + offset - 0.5`; positions outside the source
 /// (by more than half a sample) read nothing.
-fn affine_taps(src: usize, dst: usize, scale: f64, offset: f64) -> Vec<Tap> {
+pub(crate) fn affine_taps(src: usize, dst: usize, scale: f64, offset: f64) -> Vec<Tap> {
     (0..dst)
         .map(|d| {
             let s = (d as f64 + 0.5) * scale + offset - 0.5;

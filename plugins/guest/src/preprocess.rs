@@ -308,17 +308,7 @@ pub fn preprocess_into(
     layout: Layout,
     out: &mut [f32],
 ) -> Result<Transform, String> {
-    img.check()?;
-    if in_w == 0 || in_h == 0 {
-        return Err(format!("empty input size {in_w}x{in_h}"));
-    }
-    let need = u64::from(in_w) * u64::from(in_h) * 3;
-    if out.len() as u64 != need {
-        return Err(format!("{in_w}x{in_h}x3 tensor needs {need} values, got {}", out.len()));
-    }
-    if std.contains(&0.0) {
-        return Err("std must not be zero".into());
-    }
+    check_tensor(img, in_w, in_h, std, out)?;
     let (w, h) = (img.width, img.height);
     let mut writer = Writer::new(out, in_w, in_h, layout, mean, std);
 
@@ -403,6 +393,23 @@ pub fn preprocess_into(
         Resampler::new(img.rgb, (w, h), 3, (rw, rh), region).for_each_row(|r, row| writer.row(ax, ay + r, row));
     }
     Ok(transform)
+}
+
+/// Checks the arguments of a pre-processing call: a well-formed image, a non-empty input size,
+/// an `out` of `in_w * in_h * 3` values and a non-zero `std`.
+pub(crate) fn check_tensor(img: &ImageRef, in_w: u32, in_h: u32, std: [f32; 3], out: &[f32]) -> Result<(), String> {
+    img.check()?;
+    if in_w == 0 || in_h == 0 {
+        return Err(format!("empty input size {in_w}x{in_h}"));
+    }
+    let need = u64::from(in_w) * u64::from(in_h) * 3;
+    if out.len() as u64 != need {
+        return Err(format!("{in_w}x{in_h}x3 tensor needs {need} values, got {}", out.len()));
+    }
+    if std.contains(&0.0) {
+        return Err("std must not be zero".into());
+    }
+    Ok(())
 }
 
 /// torchvision `Resize(size)` sizing generalised to a rectangle: the smallest scale that

@@ -127,7 +127,11 @@ class Redis:
         self.proc = subprocess.Popen([self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                                       "--appendonly", "no", "--dir", str(self.workdir)],
                                      stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        wait_for("redis", lambda: socket.create_connection(("127.0.0.1", self.port), timeout=1).close() or True)
+        try:
+            wait_for("redis", lambda: socket.create_connection(("127.0.0.1", self.port), timeout=1).close() or True)
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -285,7 +289,11 @@ backend replicas
         self.log = open(root / "haproxy.log", "wb")
         self.proc = subprocess.Popen([need("haproxy"), "-f", str(root / "haproxy.cfg"), "-db"], stdout=self.log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        wait_for("haproxy", lambda: requests.get(f"{self.url}/readiness", timeout=2).status_code == 200)
+        try:
+            wait_for("haproxy", lambda: requests.get(f"{self.url}/readiness", timeout=2).status_code == 200)
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self):
         self.proc.terminate()
@@ -296,6 +304,17 @@ backend replicas
 class Fleet:
     def __init__(self, root: Path):
         self.root = root
+        self.s3 = self.redis = self.slow = self.lb = None
+        self.replicas: list[Replica] = []
+        self.figures: dict = {}
+        try:
+            self._start()
+        except BaseException:
+            self.stop()  # a failed start leaves no process behind
+            raise
+
+    def _start(self):
+        root = self.root
         self.models = root / "models"
         self.models.mkdir()
         self.cache = root / "cache"
@@ -320,16 +339,16 @@ class Fleet:
         for r in self.replicas[1:]:
             r.wait_ready()
         self.lb = HAProxy(root, self.replicas)
-        self.figures: dict = {}
 
     def stop(self):
-        for part in [self.lb, *self.replicas, self.redis]:
+        for part in [self.lb, *self.replicas, self.redis, self.s3]:
             try:
-                part.stop()
+                if part is not None:
+                    part.stop()
             except Exception:  # noqa: BLE001 - best effort at teardown
                 pass
-        self.slow.shutdown()
-        self.s3.stop()
+        if self.slow is not None:
+            self.slow.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -35,8 +35,9 @@ DEPLOY = REPO / "deploy"
 DOCKER = DEPLOY / "docker"
 K8S = DEPLOY / "k8s"
 DOCKERFILES = {"cpu": DOCKER / "Dockerfile.cpu", "cuda": DOCKER / "Dockerfile.cuda"}
-# Which image each kustomization runs.
-VARIANTS = {"base": "cpu", "gpu": "cuda"}
+# Which image each kustomization runs ("shared": the base with a Redis quota store and one cache
+# volume for every replica).
+VARIANTS = {"base": "cpu", "gpu": "cuda", "shared": "cpu"}
 # Oldest Kubernetes the manifests support (preStop `sleep` is on by default from 1.30), and the newest.
 K8S_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
 # Multi-tenant mode is being added to the server; until its binary has these, their checks skip.
@@ -274,7 +275,7 @@ def test_ports_agree(variant):
     port = int(image.env["INFERENCE_PORT"])
     assert image.exposed == [port] == [9001]
     assert [p["containerPort"] for p in container(resources)["ports"]] == [port]
-    service = one(resources, "Service")
+    service = [r for r in resources if r["kind"] == "Service" and r["metadata"]["name"] == "inference"][0]
     assert service["spec"]["selector"].items() <= pod_template_labels(resources).items()
     named = {p["name"] for p in container(resources)["ports"]}
     assert all(p["targetPort"] in named for p in service["spec"]["ports"])
@@ -301,13 +302,41 @@ def test_runs_non_root_on_a_read_only_root(variant):
     sc = container(resources)["securityContext"]
     assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"]["drop"] == ["ALL"]
-    # The only writable places are emptyDirs; the cache is one of them.
+    # The only writable places are emptyDirs; the cache is one of them (in "shared", a volume
+    # claimed by every replica).
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounts = {m["mountPath"]: m for m in container(resources)["volumeMounts"]}
     cache = mounts[image.env["INFERENCE_CACHE_DIR"]]
-    assert "emptyDir" in volumes[cache["name"]]
+    if name == "shared":
+        claim = volumes[cache["name"]]["persistentVolumeClaim"]["claimName"]
+        pvc = [r for r in resources if r["kind"] == "PersistentVolumeClaim" and r["metadata"]["name"] == claim]
+        assert pvc and pvc[0]["spec"]["accessModes"] == ["ReadWriteMany"]
+    else:
+        assert "emptyDir" in volumes[cache["name"]]
     for m in mounts.values():
-        assert "emptyDir" in volumes[m["name"]] or m.get("readOnly"), f"{m['mountPath']} is writable"
+        assert m is cache or "emptyDir" in volumes[m["name"]] or m.get("readOnly"), f"{m['mountPath']} is writable"
+
+
+def test_drain_settings_agree(variant, start_help):
+    """SIGTERM comes after preStop; the kubelet kills the container terminationGracePeriodSeconds
+    after preStop began: preStop, the drain grace and the shutdown timeout must fit in it, and the
+    readiness probe must see the replica draining within the grace period."""
+    name, resources, _ = variant
+    flags, env_vars, _ = flags_and_env(start_help)
+    assert {"INFERENCE_DRAIN_GRACE", "INFERENCE_SHUTDOWN_TIMEOUT"} <= env_vars
+    c, env = container(resources), deployment_env(resources)
+    grace, timeout = float(env["INFERENCE_DRAIN_GRACE"]), float(env["INFERENCE_SHUTDOWN_TIMEOUT"])
+    pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+    total = pod_spec(one(resources, "Deployment"))["terminationGracePeriodSeconds"]
+    assert total >= pre_stop + grace + timeout + 1, (name, total, pre_stop, grace, timeout)
+    ready = c["readinessProbe"]
+    assert ready["httpGet"]["path"] == "/readiness"
+    assert ready["periodSeconds"] * ready["failureThreshold"] <= grace, ready
+    if name == "shared":
+        store = env["INFERENCE_QUOTA_STORE"]
+        redis = [r for r in resources if r["kind"] == "Service" and r["metadata"]["name"] == "inference-redis"]
+        assert redis and store == f"redis://inference-redis:{redis[0]['spec']['ports'][0]['port']}"
+        assert env["INFERENCE_QUOTA_STORE_FAILURE"] in ("fail-open", "fail-closed")
 
 
 def test_tenants_file_is_mounted(variant):

@@ -9,6 +9,7 @@ use crate::models::budget::parse_bytes;
 use crate::models::sources::SourcesConfig;
 use crate::models::ModelId;
 use crate::nn::Device;
+use crate::tenants::FailureMode;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -179,6 +180,23 @@ pub struct ServeArgs {
     /// Serve open (no --tenants) on a non-loopback address anyway.
     #[arg(long, env = "INFERENCE_ALLOW_OPEN_ACCESS")]
     pub allow_open_access: bool,
+    /// Keep the tenants' rate and concurrency quotas in this Redis (or Valkey), shared by every
+    /// replica: `redis://[user:password@]host:port[/db]` (`rediss://` for TLS). Needs --tenants.
+    /// Without it each replica enforces the quotas on its own.
+    #[arg(long, env = "INFERENCE_QUOTA_STORE", requires = "tenants")]
+    pub quota_store: Option<String>,
+    /// While the quota store is unreachable: `fail-open` (each replica applies the tenants'
+    /// limits on its own) or `fail-closed` (requests of limited tenants get 503).
+    #[arg(long, env = "INFERENCE_QUOTA_STORE_FAILURE", value_enum, default_value = "fail-open")]
+    pub quota_store_failure: FailureMode,
+    /// On SIGTERM, seconds to keep accepting new connections while /readiness answers 503, so
+    /// load balancers take this replica out first.
+    #[arg(long, env = "INFERENCE_DRAIN_GRACE", default_value_t = 0.0, value_parser = parse_seconds)]
+    pub drain_grace: f64,
+    /// After the grace period, seconds the requests in flight have to finish before the server
+    /// exits anyway.
+    #[arg(long, env = "INFERENCE_SHUTDOWN_TIMEOUT", default_value_t = 30.0, value_parser = parse_seconds)]
+    pub shutdown_timeout: f64,
     /// Log format.
     #[arg(long, env = "INFERENCE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -424,6 +442,14 @@ pub struct InferArgs {
     /// Time limit of one request, in seconds.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
+}
+
+/// A number of seconds: finite, not negative, at most a day.
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.0..=86_400.0).contains(&s) => Ok(s),
+        _ => Err(format!("{text:?} is not a number of seconds from 0 to 86400")),
+    }
 }
 
 #[cfg(test)]

@@ -31,6 +31,11 @@ pub const BATCH_QUEUE_IMAGES: &str = "inference_batch_queue_images";
 pub const RUN_SLOTS_BUSY: &str = "inference_run_slots_busy";
 pub const REJECTED_TOTAL: &str = "inference_rejected_total";
 pub const INFLIGHT_IMAGE_BYTES: &str = "inference_inflight_image_bytes";
+pub const QUOTA_STORE_UP: &str = "inference_quota_store_up";
+pub const QUOTA_STORE_ERRORS: &str = "inference_quota_store_errors_total";
+pub const QUOTA_FALLBACKS: &str = "inference_quota_fallbacks_total";
+pub const DRAINING: &str = "inference_draining";
+pub const CACHE_LOCK_WAITS: &str = "inference_model_cache_lock_waits_total";
 
 /// Latency buckets (seconds) of every `*_seconds` histogram: 0.5 ms to 30 s.
 const BUCKETS: &[f64] = &[
@@ -154,6 +159,49 @@ fn describe() {
         PLUGIN_ERRORS,
         "Plugin calls that returned an error, by plugin and error kind"
     );
+    describe_gauge!(
+        QUOTA_STORE_UP,
+        "1 while the shared quota store (--quota-store) answers, 0 while it is unreachable"
+    );
+    describe_counter!(
+        QUOTA_STORE_ERRORS,
+        "Exchanges with the quota store that failed or timed out"
+    );
+    describe_counter!(
+        QUOTA_FALLBACKS,
+        "Requests whose quota was decided without the unreachable quota store, by mode (fail-open: local limits; fail-closed: 503)"
+    );
+    describe_gauge!(
+        DRAINING,
+        "1 from SIGTERM until exit: /readiness answers 503 while requests in flight finish"
+    );
+    describe_counter!(
+        CACHE_LOCK_WAITS,
+        "Model downloads that waited for another process downloading the same model into the shared cache"
+    );
+}
+
+pub fn set_quota_store_up(up: bool) {
+    metrics::gauge!(QUOTA_STORE_UP).set(if up { 1.0 } else { 0.0 });
+}
+
+pub fn record_quota_store_error() {
+    metrics::counter!(QUOTA_STORE_ERRORS).increment(1);
+}
+
+/// A request admitted by local limits (`fail-open`) or refused (`fail-closed`) while the quota
+/// store was unreachable.
+pub fn record_quota_fallback(mode: &'static str) {
+    metrics::counter!(QUOTA_FALLBACKS, "mode" => mode).increment(1);
+}
+
+pub fn set_draining(draining: bool) {
+    metrics::gauge!(DRAINING).set(if draining { 1.0 } else { 0.0 });
+}
+
+/// A download that found another process holding the model's download lock.
+pub fn record_cache_lock_wait() {
+    metrics::counter!(CACHE_LOCK_WAITS).increment(1);
 }
 
 pub fn record_queue(waited: Duration) {

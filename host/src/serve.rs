@@ -1,5 +1,5 @@
 //! Starting the server in the foreground: ONNX Runtime, plugins, listener, then serving
-//! until SIGINT/SIGTERM.
+//! until SIGINT/SIGTERM, and draining (`drain`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::cli::ServeArgs;
 use crate::input::url::UrlPolicy;
@@ -21,7 +21,7 @@ use crate::pipeline::{MemoryBudget, Pipeline};
 use crate::plugins::{CallLimits, PluginRegistry, PluginRuntime};
 use crate::server::{self, AppState};
 use crate::tasks;
-use crate::tenants::Gate;
+use crate::tenants::{Gate, QuotaStore};
 
 fn default_plugins_dir() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot locate the running executable")?;
@@ -116,8 +116,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         pipeline,
         server_id: uuid::Uuid::new_v4().simple().to_string()[..6].to_string(),
         ready: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
         gate,
     });
+    crate::metrics::set_draining(false);
+    if let Some(store) = state.gate.as_ref().and_then(|g| g.store.as_ref()) {
+        store.monitor();
+    }
 
     let addr = SocketAddr::new(args.target.host, args.target.port);
     let listener = tokio::net::TcpListener::bind(addr)
@@ -132,12 +137,40 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     tokio::spawn(preload(state.clone(), pinned, args.budgets.preload_api_key.clone()));
     tracing::info!(url = %format!("http://{addr}"), models_dir = %args.models_dir.display(),
         plugins_dir = %plugins_dir.display(), startup_ms = started.elapsed().as_millis() as u64, "server ready");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("server failed")?;
+    let stopping = Arc::new(Notify::new());
+    let grace = Duration::from_secs_f64(args.drain_grace);
+    let serving = axum::serve(listener, app).with_graceful_shutdown(drain(state.clone(), grace, stopping.clone()));
+    let shutdown_timeout = Duration::from_secs_f64(args.shutdown_timeout);
+    let overdue = async {
+        stopping.notified().await;
+        tokio::time::sleep(shutdown_timeout).await;
+    };
+    tokio::select! {
+        served = serving => served.context("server failed")?,
+        () = overdue => tracing::warn!(timeout_s = args.shutdown_timeout,
+            "shutdown timeout: the requests still in flight are abandoned"),
+    }
+    // Downloads still running (a preload, a request's) are dropped with the runtime: their
+    // staging directories are deleted, and a `.part` is never taken for a model (no `.verified`).
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// Graceful drain, on SIGTERM (or Ctrl-C): `/readiness` answers 503 at once, while new
+/// connections are still accepted for `grace`, so load balancers and Kubernetes take this
+/// replica out before it stops listening; then the shutdown signal: no new connections, and the
+/// requests in flight finish (bounded by `--shutdown-timeout`, counted from `stopping`).
+async fn drain(state: Arc<AppState>, grace: Duration, stopping: Arc<Notify>) {
+    shutdown_signal().await;
+    state.draining.store(true, Ordering::Release);
+    crate::metrics::set_draining(true);
+    tracing::info!(
+        grace_s = grace.as_secs_f64(),
+        "draining: /readiness answers 503; still accepting connections for the grace period"
+    );
+    tokio::time::sleep(grace).await;
+    tracing::info!("draining: no new connections; waiting for the requests in flight");
+    stopping.notify_one();
 }
 
 /// The tenants gate from `--tenants`; without it, serving open, which is refused on a
@@ -145,7 +178,16 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 fn open_or_gated(args: &ServeArgs) -> Result<Option<Arc<Gate>>> {
     match &args.tenants {
         Some(path) => {
-            let gate = Gate::load(path.clone(), args.max_body_bytes)?;
+            let store = match &args.quota_store {
+                Some(url) => {
+                    let store = QuotaStore::new(url, args.quota_store_failure)?;
+                    tracing::info!(store = %store.shown, failure = store.failure.name(),
+                        "tenant quotas shared through the quota store");
+                    Some(store)
+                }
+                None => None,
+            };
+            let gate = Gate::load(path.clone(), args.max_body_bytes, store)?;
             tracing::info!(file = %path.display(), tenants = gate.tenants().count(),
                 "multi-tenant mode: every API call needs a tenant's key (the file is re-read when it changes)");
             Ok(Some(Arc::new(gate)))

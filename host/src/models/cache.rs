@@ -6,8 +6,12 @@
 //! rename. A directory without `.verified` is an interrupted download: it is never loaded and
 //! is wiped by the next download. A cached model is re-hashed against `.verified` whenever it
 //! is loaded; a copy that no longer matches is deleted. A lock file per model
-//! (`<project>/.<version>.lock`, flock) keeps two processes (a server and `models pull`) from
-//! downloading one model at once.
+//! (`<project>/.<version>.lock`, flock) keeps two processes (replicas sharing the cache, a server
+//! and `models pull`) from downloading one model at once: the others wait, then find the verified
+//! copy. A second lock file (`<project>/.<version>.use.lock`) is held shared by every process
+//! using the model (from before its lookup until it is unloaded); eviction takes it exclusively
+//! without waiting, so it never deletes a model that a replica on the same volume uses or is
+//! downloading.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{self, Read};
@@ -115,45 +119,38 @@ impl ModelCache {
         .map_err(io::Error::other)?
     }
 
-    fn lock_file(&self, id: &ModelId) -> io::Result<std::fs::File> {
+    fn lock_file(&self, id: &ModelId, suffix: &str) -> io::Result<std::fs::File> {
         let parent = self.root.join(&id.project);
         std::fs::create_dir_all(&parent)?;
         std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(parent.join(format!(".{}.lock", id.version)))
+            .open(parent.join(format!(".{}{suffix}", id.version)))
     }
 
     /// Takes the model's cross-process download lock (released on drop).
     pub async fn lock(&self, id: &ModelId) -> io::Result<CacheLock> {
-        let file = self.lock_file(id)?;
-        tokio::task::spawn_blocking(move || {
-            // SAFETY: flock on a file descriptor we own; the lock goes with the file.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-            if rc == 0 {
-                Ok(CacheLock(file))
-            } else {
-                Err(io::Error::last_os_error())
-            }
-        })
-        .await
-        .map_err(io::Error::other)?
+        let file = self.lock_file(id, DOWNLOAD_LOCK)?;
+        flock_blocking(file, libc::LOCK_EX).await
     }
 
     /// The model's download lock if nobody holds it now.
-    fn try_lock(&self, id: &ModelId) -> io::Result<Option<CacheLock>> {
-        let file = self.lock_file(id)?;
-        // SAFETY: as in `lock`; LOCK_NB returns at once.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            Ok(Some(CacheLock(file)))
-        } else {
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::WouldBlock => Ok(None),
-                _ => Err(e),
-            }
-        }
+    pub fn try_lock(&self, id: &ModelId) -> io::Result<Option<CacheLock>> {
+        try_flock(self.lock_file(id, DOWNLOAD_LOCK)?)
+    }
+
+    /// Marks `id` as used by this process until the guard is dropped (a shared lock, which
+    /// any number of replicas hold together): no process evicts it meanwhile. Taken before the
+    /// lookup, so a model is never evicted between being found and being loaded.
+    pub async fn in_use(&self, id: &ModelId) -> io::Result<CacheLock> {
+        let file = self.lock_file(id, USE_LOCK)?;
+        flock_blocking(file, libc::LOCK_SH).await
+    }
+
+    /// The right to delete `id`'s files, if no process uses it now.
+    fn try_unused(&self, id: &ModelId) -> io::Result<Option<CacheLock>> {
+        try_flock(self.lock_file(id, USE_LOCK)?)
     }
 
     /// Records a use of `id` now (the modification time of its `.verified`): eviction order.
@@ -167,7 +164,8 @@ impl ModelCache {
     }
 
     /// Deletes least recently used models until the cache holds at most `max` bytes, skipping
-    /// `keep` and models another process is downloading. Returns the deleted ids and sizes.
+    /// `keep` and models any process (a replica on the same volume) is downloading or using.
+    /// Returns the deleted ids and sizes.
     pub fn evict(&self, max: u64, keep: &HashSet<ModelId>) -> io::Result<Vec<(ModelId, u64)>> {
         let mut models = self.list();
         let mut total: u64 = models.iter().map(|m| m.bytes).sum();
@@ -181,6 +179,9 @@ impl ModelCache {
                 continue;
             }
             let Some(_lock) = self.try_lock(&model.id)? else {
+                continue;
+            };
+            let Some(_unused) = self.try_unused(&model.id)? else {
                 continue;
             };
             remove_dir(&model.dir)?;
@@ -291,8 +292,39 @@ pub fn model_dirs(root: &Path) -> Vec<(String, String, PathBuf)> {
     out
 }
 
-/// Holds a model's download lock.
+const DOWNLOAD_LOCK: &str = ".lock";
+const USE_LOCK: &str = ".use.lock";
+
+/// Holds one of a model's locks (download: exclusive; use: shared), released on drop.
 pub struct CacheLock(#[allow(dead_code)] std::fs::File);
+
+/// Waits for `flock(file, how)` off the async threads.
+async fn flock_blocking(file: std::fs::File, how: libc::c_int) -> io::Result<CacheLock> {
+    tokio::task::spawn_blocking(move || {
+        // SAFETY: flock on a file descriptor we own; the lock goes with the file.
+        if unsafe { libc::flock(file.as_raw_fd(), how) } == 0 {
+            Ok(CacheLock(file))
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
+/// An exclusive lock on `file` if nobody holds any lock on it now.
+fn try_flock(file: std::fs::File) -> io::Result<Option<CacheLock>> {
+    // SAFETY: as in `flock_blocking`; LOCK_NB returns at once.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        Ok(Some(CacheLock(file)))
+    } else {
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::WouldBlock => Ok(None),
+            _ => Err(e),
+        }
+    }
+}
 
 /// A download in progress. Dropped without `commit`, it deletes the model's directory.
 pub struct Staging {
@@ -500,6 +532,33 @@ mod tests {
         assert!(!cache.dir(&id()).exists());
         let _lock = cache.lock(&id()).await.unwrap();
         assert!(!cache.remove(&id()).unwrap());
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+
+    #[tokio::test]
+    async fn eviction_skips_models_in_use_by_any_process() {
+        let tmp = std::env::temp_dir().join(format!("cache-test-{}", uuid::Uuid::new_v4()));
+        let cache = ModelCache::new(&tmp);
+        let mut staging = cache.begin(&id()).unwrap();
+        staging.write_small("weights.onnx", b"model bytes").await.unwrap();
+        staging.commit("test").unwrap();
+        // flock belongs to the open file: a lock taken through another open of the file
+        // conflicts exactly as another process's would.
+        let used = cache.in_use(&id()).await.unwrap();
+        let also = cache.in_use(&id()).await.unwrap();
+        assert!(cache.evict(0, &HashSet::new()).unwrap().is_empty());
+        drop(used);
+        assert!(
+            cache.evict(0, &HashSet::new()).unwrap().is_empty(),
+            "still used by the other"
+        );
+        drop(also);
+        // Being downloaded (the download lock held) also keeps it.
+        let downloading = cache.lock(&id()).await.unwrap();
+        assert!(cache.evict(0, &HashSet::new()).unwrap().is_empty());
+        drop(downloading);
+        assert_eq!(cache.evict(0, &HashSet::new()).unwrap().len(), 1);
+        assert!(cache.list().is_empty());
         let _ = std::fs::remove_dir_all(&tmp);
     }
 

@@ -12,7 +12,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use tokio::sync::OnceCell;
 
-use super::cache::ModelCache;
+use super::cache::{CacheLock, ModelCache};
 use super::description::{BatchingConfig, ModelConfig, ModelDescription};
 use super::error::ModelError;
 use super::id::ModelId;
@@ -23,6 +23,9 @@ use crate::nn::{OnnxModel, SessionOptions};
 pub struct LoadedModel {
     pub description: Arc<ModelDescription>,
     pub onnx: Arc<OnnxModel>,
+    /// A model loaded from the cache holds its use lock: no process sharing the cache evicts
+    /// its files while it is loaded here.
+    _in_use: Option<CacheLock>,
 }
 
 /// One model's single-flight cell, and the last failed load (shared with the requests that
@@ -222,11 +225,11 @@ impl LoadedModels {
 
     async fn load(&self, id: &ModelId, api_key: Option<&str>) -> Result<Arc<LoadedModel>, ModelError> {
         let local = self.root.join(&id.project).join(&id.version);
-        let dir = if local.join("weights.onnx").is_file() {
-            local
+        let (dir, in_use) = if local.join("weights.onnx").is_file() {
+            (local, None)
         } else {
-            match self.sources.resolve(id, api_key).await? {
-                Some(dir) => dir,
+            match self.sources.resolve_in_use(id, api_key).await? {
+                Some((dir, in_use)) => (dir, Some(in_use)),
                 None => {
                     let weights = local.join("weights.onnx");
                     return Err(ModelError::NotFound(id.to_string(), format!("{}", weights.display())));
@@ -247,6 +250,7 @@ impl LoadedModels {
             Ok(LoadedModel {
                 description: Arc::new(description),
                 onnx,
+                _in_use: in_use,
             })
         })
         .await

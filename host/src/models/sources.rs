@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use reqwest::Url;
 
-use super::cache::ModelCache;
+use super::cache::{CacheLock, ModelCache};
 use super::error::ModelError;
 use super::fetch::{display_url, record_outcome, FetchError, Fetcher, ProgressFn, ROBOFLOW};
 use super::id::ModelId;
@@ -114,9 +114,30 @@ impl ModelSources {
     /// The directory of `id` from the cache, downloading it if needed. `Ok(None)`: no source
     /// has it. Callers hold the model's single-flight slot.
     pub async fn resolve(&self, id: &ModelId, api_key: Option<&str>) -> Result<Option<PathBuf>, ModelError> {
+        Ok(self.resolve_in_use(id, api_key).await?.map(|(dir, _)| dir))
+    }
+
+    /// As `resolve`, with the model's use lock: while it is held, no process sharing the cache
+    /// evicts the files (see `cache`).
+    pub async fn resolve_in_use(
+        &self,
+        id: &ModelId,
+        api_key: Option<&str>,
+    ) -> Result<Option<(PathBuf, CacheLock)>, ModelError> {
         let Some(cache) = &self.cache else {
             return Ok(None);
         };
+        let io = |e: std::io::Error| FetchError::from(e).into_model_error(id);
+        let in_use = cache.in_use(id).await.map_err(io)?;
+        Ok(self.resolve_cached(cache, id, api_key).await?.map(|dir| (dir, in_use)))
+    }
+
+    async fn resolve_cached(
+        &self,
+        cache: &ModelCache,
+        id: &ModelId,
+        api_key: Option<&str>,
+    ) -> Result<Option<PathBuf>, ModelError> {
         let io = |e: std::io::Error| FetchError::from(e).into_model_error(id);
         let hashing = Instant::now();
         if let Some(dir) = cache.lookup(id).await.map_err(io)? {
@@ -134,9 +155,18 @@ impl ModelSources {
         if self.stores.is_empty() && roboflow.is_none() {
             return Ok(None);
         }
-        let _lock = cache.lock(id).await.map_err(io)?;
+        let _lock = match cache.try_lock(id).map_err(io)? {
+            Some(lock) => lock,
+            None => {
+                // Another process (a replica on the same cache volume) is downloading it.
+                crate::metrics::record_cache_lock_wait();
+                tracing::info!(model = %id, "another process is downloading this model: waiting for it");
+                cache.lock(id).await.map_err(io)?
+            }
+        };
         // Another process may have downloaded it while we waited for the lock.
         if let Some(dir) = cache.lookup(id).await.map_err(io)? {
+            tracing::info!(model = %id, "model downloaded by another process, verified in the cache");
             return Ok(Some(dir));
         }
 

@@ -121,8 +121,10 @@ async fn admit(gate: &Gate, request: Request) -> Result<(Admission, Request), Ap
             return Err(too_large(bytes.len(), max));
         }
     }
-    let admission = tenant.admit().map_err(|refusal| {
-        tracing::info!(tenant = %tenant.name, ?refusal, "request over quota");
+    let admission = gate.admit(&tenant).await.map_err(|refusal| {
+        if refusal != Refusal::StoreDown {
+            tracing::info!(tenant = %tenant.name, ?refusal, "request over quota");
+        }
         match refusal {
             Refusal::Rate(wait) => ApiError::TooManyRequests {
                 message: format!("Rate limit of tenant {} exceeded", tenant.name),
@@ -132,6 +134,10 @@ async fn admit(gate: &Gate, request: Request) -> Result<(Admission, Request), Ap
                 message: format!("Tenant {} already has {n} requests in flight", tenant.name),
                 retry_after_secs: 1,
             },
+            Refusal::StoreDown => ApiError::QuotaStoreDown(format!(
+                "The quota store is unreachable; requests of tenant {} are refused until it is back (--quota-store-failure fail-closed)",
+                tenant.name
+            )),
         }
     })?;
     tracing::Span::current().record("tenant", tenant.name.as_str());

@@ -45,6 +45,10 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The shared quota store is unreachable and the server fails closed: 503, logged once by
+    /// the store (not per request).
+    #[error("{0}")]
+    QuotaStoreDown(String),
     #[error("Internal error: {0}")]
     Internal(String),
 }
@@ -71,7 +75,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::QuotaStoreDown(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -86,7 +90,7 @@ impl IntoResponse for ApiError {
         };
         let challenge = matches!(self, ApiError::Unauthorized(_));
         let message = self.to_string();
-        if status.is_server_error() {
+        if status.is_server_error() && !matches!(self, ApiError::QuotaStoreDown(_)) {
             tracing::error!(status = status.as_u16(), %message, "request failed");
         } else {
             tracing::debug!(status = status.as_u16(), %message, "request rejected");

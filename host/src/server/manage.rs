@@ -97,9 +97,25 @@ pub struct ServerInfo {
 /// `GET /healthz` and `GET /readiness`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Status {
-    /// `healthy`, `ready` or `not ready`.
+    /// `healthy`, `ready`, `not ready` or `draining` (shutting down after SIGTERM).
     #[schema(example = "ready")]
     pub status: &'static str,
+    /// With `--quota-store`: whether the shared quota store answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota_store: Option<QuotaStoreStatus>,
+}
+
+/// The shared quota store, as `/readiness` shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QuotaStoreStatus {
+    /// `up`, or `down` (tenant quotas then follow `failure_mode`).
+    #[schema(example = "up")]
+    pub state: &'static str,
+    /// `fail-open` (per-replica limits while down) or `fail-closed` (503 while down).
+    #[schema(example = "fail-open")]
+    pub failure_mode: &'static str,
+    /// The store's URL, without its password.
+    pub url: String,
 }
 
 fn describe(state: &AppState, caller: &Caller) -> ModelsDescriptions {
@@ -265,7 +281,10 @@ pub async fn info(State(state): State<Arc<AppState>>) -> Json<ServerInfo> {
     responses((status = 200, description = "The server is up.", body = Status, example = json!({"status": "healthy"}))),
 )]
 pub async fn healthz() -> Json<Status> {
-    Json(Status { status: "healthy" })
+    Json(Status {
+        status: "healthy",
+        quota_store: None,
+    })
 }
 
 #[utoipa::path(
@@ -275,15 +294,29 @@ pub async fn healthz() -> Json<Status> {
     summary = "Readiness",
     responses(
         (status = 200, description = "Ready to serve.", body = Status, example = json!({"status": "ready"})),
-        (status = 503, description = "Not ready yet.", body = Status, example = json!({"status": "not ready"})),
+        (status = 503, description = "Not ready yet (pinned models loading), or draining after SIGTERM.", body = Status, example = json!({"status": "not ready"})),
     ),
 )]
 pub async fn readiness(State(state): State<Arc<AppState>>) -> Response {
-    if state.ready.load(Ordering::Acquire) {
-        Json(Status { status: "ready" }).into_response()
+    // A quota store that is down does not make the replica unready: every replica shares it,
+    // and taking them all out would refuse everybody; the failure mode decides instead.
+    let quota_store = state
+        .gate
+        .as_ref()
+        .and_then(|g| g.store.as_ref())
+        .map(|store| QuotaStoreStatus {
+            state: if store.is_up() { "up" } else { "down" },
+            failure_mode: store.failure.name(),
+            url: store.shown.clone(),
+        });
+    let (code, status) = if state.draining.load(Ordering::Acquire) {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(Status { status: "not ready" })).into_response()
-    }
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    };
+    (code, Json(Status { status, quota_store })).into_response()
 }
 
 pub async fn not_found() -> ApiError {

@@ -32,6 +32,8 @@ pub struct AppState {
     pub pipeline: Pipeline,
     pub server_id: String,
     pub ready: AtomicBool,
+    /// Set on SIGTERM: `/readiness` answers 503 while the server drains.
+    pub draining: AtomicBool,
     /// Tenants and their keys; `None`: the server runs open.
     pub gate: Option<Arc<Gate>>,
 }

@@ -5,6 +5,7 @@
 
 pub mod config;
 mod gate;
+pub mod shared;
 
 use std::num::NonZeroU32;
 use std::path::Path;
@@ -23,6 +24,7 @@ use crate::plugins::CallLimits;
 pub use config::{key_hash_text, Limits};
 use config::{ModelPattern, TenantConfig};
 pub use gate::Gate;
+pub use shared::{FailureMode, QuotaStore};
 
 /// One tenant and its live quota state.
 pub struct Tenant {
@@ -33,7 +35,10 @@ pub struct Tenant {
     pub admin: bool,
     pub roboflow_api_key: Option<String>,
     limits: Limits,
-    rate: Option<DefaultDirectRateLimiter>,
+    /// This process's own quota state: the quota in force without a quota store, or while it
+    /// is unreachable (fail-open). Shared with the tenant of the same name and limits across a
+    /// reload of the tenants file, so a reload resets nothing.
+    rate: Option<Arc<DefaultDirectRateLimiter>>,
     concurrency: Option<Arc<Semaphore>>,
 }
 
@@ -44,25 +49,43 @@ pub enum Refusal {
     Rate(Duration),
     /// As many requests in flight as the tenant may have.
     Concurrency(usize),
+    /// The shared quota store cannot be reached and the server fails closed.
+    StoreDown,
 }
 
-/// Held while an admitted request is handled.
-pub struct Admission {
-    _slot: Option<OwnedSemaphorePermit>,
+/// Held while an admitted request is handled: a slot of this process, or a lease in the
+/// quota store (released when dropped).
+pub enum Admission {
+    Local(#[allow(dead_code)] Option<OwnedSemaphorePermit>),
+    Shared(#[allow(dead_code)] Option<shared::Lease>),
 }
 
 impl Tenant {
-    fn new(c: TenantConfig) -> Self {
-        let rate = c.limits.requests_per_second.map(|per_second| {
-            // One second's worth of requests may arrive at once unless `burst` says otherwise.
-            let burst = c.limits.burst.unwrap_or(per_second.ceil() as u32).max(1);
-            let quota = Quota::with_period(Duration::from_secs_f64(1.0 / per_second))
-                .expect("validated: rate > 0")
-                .allow_burst(NonZeroU32::new(burst).expect("max(1)"));
-            DefaultDirectRateLimiter::direct(quota)
+    /// A tenant from its configuration; `before`: the tenant of that name before a reload, whose
+    /// quota state is kept when its quota limits did not change.
+    fn new(c: TenantConfig, before: Option<&Tenant>) -> Self {
+        let same_quota = before.filter(|b| {
+            let (old, new) = (&b.limits, &c.limits);
+            old.requests_per_second == new.requests_per_second
+                && old.burst == new.burst
+                && old.max_concurrent == new.max_concurrent
         });
+        let (rate, concurrency) = match same_quota {
+            Some(before) => (before.rate.clone(), before.concurrency.clone()),
+            None => (
+                c.limits.requests_per_second.map(|per_second| {
+                    // One second's worth of requests may arrive at once unless `burst` says otherwise.
+                    let burst = c.limits.burst.unwrap_or(per_second.ceil() as u32).max(1);
+                    let quota = Quota::with_period(Duration::from_secs_f64(1.0 / per_second))
+                        .expect("validated: rate > 0")
+                        .allow_burst(NonZeroU32::new(burst).expect("max(1)"));
+                    Arc::new(DefaultDirectRateLimiter::direct(quota))
+                }),
+                c.limits.max_concurrent.map(|n| Arc::new(Semaphore::new(n))),
+            ),
+        };
         Tenant {
-            concurrency: c.limits.max_concurrent.map(|n| Arc::new(Semaphore::new(n))),
+            concurrency,
             rate,
             name: c.name,
             key_hashes: c.key_hashes,
@@ -101,7 +124,12 @@ impl Tenant {
                 return Err(Refusal::Rate(not_until.wait_time_from(DefaultClock::default().now())));
             }
         }
-        Ok(Admission { _slot: slot })
+        Ok(Admission::Local(slot))
+    }
+
+    /// The limits the quota store enforces (rate, burst, requests in flight).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     pub fn max_body_bytes(&self) -> Option<usize> {
@@ -147,12 +175,29 @@ pub struct Tenants {
 
 impl Tenants {
     pub fn load(path: &Path) -> Result<Self> {
-        Ok(Self::from_configs(config::read(path)?))
+        Ok(Self::from_configs(config::read(path)?, None))
     }
 
-    fn from_configs(configs: Vec<TenantConfig>) -> Self {
+    /// The tenants of the file at `path`, keeping the quota state of those in `before` whose
+    /// quota limits are unchanged.
+    pub fn reload(path: &Path, before: &Tenants) -> Result<Self> {
+        Ok(Self::from_configs(config::read(path)?, Some(before)))
+    }
+
+    fn from_configs(configs: Vec<TenantConfig>, before: Option<&Tenants>) -> Self {
+        let previous = |name: &str| {
+            before
+                .and_then(|b| b.tenants.iter().find(|t| t.name == name))
+                .map(|t| &**t)
+        };
         Tenants {
-            tenants: configs.into_iter().map(|c| Arc::new(Tenant::new(c))).collect(),
+            tenants: configs
+                .into_iter()
+                .map(|c| {
+                    let before = previous(&c.name);
+                    Arc::new(Tenant::new(c, before))
+                })
+                .collect(),
         }
     }
 
@@ -187,7 +232,7 @@ mod tests {
             key_hash_text("acme-key-2"),
             key_hash_text("beta-key"),
         );
-        Tenants::from_configs(config::parse(&text).unwrap())
+        Tenants::from_configs(config::parse(&text).unwrap(), None)
     }
 
     #[test]
@@ -234,6 +279,29 @@ mod tests {
         );
         // Another tenant's quota is its own.
         assert!(t.authenticate("beta-key").unwrap().admit().is_ok());
+    }
+
+    #[test]
+    fn a_reload_keeps_the_quota_state_of_unchanged_limits() {
+        let limits = "requests_per_second = 0.5\nburst = 1\nmax_concurrent = 1";
+        let before = tenants(limits);
+        let acme = before.authenticate("acme-key-1").unwrap();
+        let held = acme.admit().unwrap();
+        let text = |limits: &str| {
+            format!(
+                "[[tenant]]\nname = \"acme\"\napi_keys = [\"{}\"]\nmodels = [\"*\"]\n[tenant.limits]\n{limits}",
+                key_hash_text("acme-key-1")
+            )
+        };
+        let same = Tenants::from_configs(config::parse(&text(limits)).unwrap(), Some(&before));
+        let again = same.authenticate("acme-key-1").unwrap();
+        // The slot held before the reload still counts; the spent burst stays spent.
+        assert_eq!(again.admit().err(), Some(Refusal::Concurrency(1)));
+        drop(held);
+        assert!(matches!(again.admit(), Err(Refusal::Rate(_))));
+        // New limits: a new quota.
+        let changed = Tenants::from_configs(config::parse(&text("requests_per_second = 2")).unwrap(), Some(&same));
+        assert!(changed.authenticate("acme-key-1").unwrap().admit().is_ok());
     }
 
     #[test]

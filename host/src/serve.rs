@@ -117,6 +117,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         server_id: uuid::Uuid::new_v4().simple().to_string()[..6].to_string(),
         ready: AtomicBool::new(false),
         gate,
+        workflows: crate::workflows::Workflows::new(args.workflows_dir.clone()),
     });
 
     let addr = SocketAddr::new(args.target.host, args.target.port);

@@ -94,6 +94,10 @@ pub struct ServeArgs {
     /// Directory of models: `<project>/<version>/weights.onnx`.
     #[arg(long, env = "INFERENCE_MODELS_DIR", default_value = "models")]
     pub models_dir: PathBuf,
+    /// Stored workflows: `<dir>/<workspace>/<workflow_id>.json`, run at
+    /// `POST /{workspace}/workflows/{workflow_id}`.
+    #[arg(long, env = "INFERENCE_WORKFLOWS_DIR")]
+    pub workflows_dir: Option<PathBuf>,
     /// Directory of task plugins (`object-detection.wasm`, ...); default: `plugins/` beside the executable.
     #[arg(long, env = "INFERENCE_PLUGINS_DIR")]
     pub plugins_dir: Option<PathBuf>,

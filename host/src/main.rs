@@ -14,6 +14,7 @@ mod server;
 mod tasks;
 mod tenants;
 mod visualize;
+mod workflows;
 
 use std::process::ExitCode;
 

@@ -118,6 +118,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         ready: AtomicBool::new(false),
         draining: AtomicBool::new(false),
         gate,
+        workflows: crate::workflows::Workflows::new(args.workflows_dir.clone()),
     });
     crate::metrics::set_draining(false);
     if let Some(store) = state.gate.as_ref().and_then(|g| g.store.as_ref()) {

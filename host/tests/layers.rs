@@ -7,7 +7,7 @@
 //!   0. the composition root: `main.rs`, `serve.rs`
 //!   1. the command line: `cli`, `cmd`
 //!   2. the HTTP edge: `server`
-//!   3. `pipeline`
+//!   3. `workflows` (over the pipeline), `pipeline`
 //!   4. `tasks`
 //!   5. `tenants`, `input`, `models`, `plugins`, `visualize`
 //!   6. `nn`
@@ -20,7 +20,7 @@ const LAYERS: &[(usize, &[&str])] = &[
     (0, &["", "serve"]),
     (1, &["cli", "cmd"]),
     (2, &["server"]),
-    (3, &["pipeline"]),
+    (3, &["workflows", "pipeline"]),
     (4, &["tasks"]),
     (5, &["tenants", "input", "models", "plugins", "visualize"]),
     (6, &["nn"]),

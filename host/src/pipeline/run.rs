@@ -46,6 +46,22 @@ type Work<O> = Arc<
         + Sync,
 >;
 
+/// A call's images: as the request gave them, or already decoded (a workflow's crops, slices
+/// and inputs).
+enum Images {
+    Sources(Vec<ImageSource>),
+    Decoded(Vec<RgbImage>),
+}
+
+impl Images {
+    fn len(&self) -> usize {
+        match self {
+            Images::Sources(s) => s.len(),
+            Images::Decoded(d) => d.len(),
+        }
+    }
+}
+
 /// Whether a call's images may be split between plugin calls running in parallel.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Split {
@@ -77,6 +93,52 @@ impl Pipeline {
         caller: &Caller,
         model: Arc<LoadedModel>,
         sources: Vec<ImageSource>,
+        common: Common,
+        params: T::Params,
+        inference_id: String,
+        visualize: Option<Style>,
+    ) -> Result<Vec<T::Response>, Error> {
+        self.infer_images::<T>(
+            caller,
+            model,
+            Images::Sources(sources),
+            common,
+            params,
+            inference_id,
+            visualize,
+        )
+        .await
+    }
+
+    /// [`Pipeline::infer`] on images already decoded (by a workflow): the same admission,
+    /// plugin and batching.
+    pub async fn infer_decoded<T: Task>(
+        &self,
+        caller: &Caller,
+        model: Arc<LoadedModel>,
+        images: Vec<RgbImage>,
+        common: Common,
+        params: T::Params,
+        inference_id: String,
+    ) -> Result<Vec<T::Response>, Error> {
+        self.infer_images::<T>(
+            caller,
+            model,
+            Images::Decoded(images),
+            common,
+            params,
+            inference_id,
+            None,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn infer_images<T: Task>(
+        &self,
+        caller: &Caller,
+        model: Arc<LoadedModel>,
+        sources: Images,
         common: Common,
         params: T::Params,
         inference_id: String,
@@ -159,7 +221,15 @@ impl Pipeline {
             })
         });
         let mut called = self
-            .call(caller, plugin, model, sources, false, work, Split::Never)
+            .call(
+                caller,
+                plugin,
+                model,
+                Images::Sources(sources),
+                false,
+                work,
+                Split::Never,
+            )
             .await?;
         Ok(CustomResponse {
             inference_id,
@@ -183,14 +253,19 @@ impl Pipeline {
         caller: &Caller,
         plugin: Arc<LoadedPlugin>,
         model: Arc<LoadedModel>,
-        sources: Vec<ImageSource>,
+        sources: Images,
         keep_images: bool,
         work: Work<O>,
         split: Split,
     ) -> Result<Called<'_, Vec<O>>, Error> {
-        if sources.is_empty() {
+        if sources.len() == 0 {
             return Err(Error::Invalid("no image in request".into()));
         }
+        let (sources, decoded) = match sources {
+            Images::Sources(s) => (s, None),
+            Images::Decoded(d) => (Vec::new(), Some(d)),
+        };
+        let count = sources.len() + decoded.as_ref().map_or(0, Vec::len);
         if self.models.offline() && sources.iter().any(|s| matches!(s, ImageSource::Url(_))) {
             return Err(Error::Invalid(
                 "offline mode (--offline): URL images are not fetched".into(),
@@ -198,9 +273,9 @@ impl Pipeline {
         }
         let input_limits = caller.input_limits(&self.input_limits);
         let call_limits = caller.call_limits(&plugin.limits);
-        if sources.len() > input_limits.max_batch {
+        if count > input_limits.max_batch {
             return Err(InputError::TooManyImages {
-                got: sources.len(),
+                got: count,
                 max: input_limits.max_batch,
             }
             .into());
@@ -240,6 +315,7 @@ impl Pipeline {
         let cost: u64 = encoded
             .iter()
             .map(|e| 2 * e.decoded_size().unwrap_or(0) + 2 * tensor)
+            .chain(decoded.iter().flatten().map(|i| 2 * i.rgb.len() as u64 + 2 * tensor))
             .sum();
         let memory = self.memory.reserve(cost)?;
         // Take the call slot before decoding, so at most that many requests hold decoded pixels.
@@ -251,12 +327,17 @@ impl Pipeline {
             .map_err(|_| Error::Unavailable("server is shutting down".into()))?;
         metrics::record_queue(queued.elapsed());
         let decoding = Instant::now();
-        let images: Vec<RgbImage> = try_join_all(
-            encoded
-                .into_iter()
-                .map(|e| input::decode(e, input_limits.max_image_pixels)),
-        )
-        .await?;
+        let images: Vec<RgbImage> = match decoded {
+            Some(images) => images,
+            None => {
+                try_join_all(
+                    encoded
+                        .into_iter()
+                        .map(|e| input::decode(e, input_limits.max_image_pixels)),
+                )
+                .await?
+            }
+        };
         metrics::record_decode(fetched + decoding.elapsed());
         let sizes: Vec<ImageSize> = images
             .iter()

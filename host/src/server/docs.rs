@@ -19,7 +19,7 @@ use super::error::ErrorBody;
 use super::infer::{ImageDeclaration, ImageType, InferRequest};
 use super::legacy::{LegacyFormat, LegacyImageType};
 use super::schemas::InferErrors;
-use super::{available, infer, legacy, manage, metrics, AppState};
+use super::{available, infer, legacy, manage, metrics, workflows, AppState};
 use crate::tasks::{self, Task};
 
 pub const OPENAPI_PATH: &str = "/openapi.json";
@@ -48,6 +48,11 @@ the server's request log line carries the same id.",
         metrics::render,
         infer::custom,
         manage::plugins,
+        workflows::run,
+        workflows::run_stored,
+        workflows::validate,
+        workflows::describe_interface,
+        workflows::describe_blocks,
     ),
     // Schemas that only responses and parameters name (the derive collects the bodies' own).
     components(schemas(ErrorBody, InferRequest, ImageDeclaration, ImageType, LegacyImageType, LegacyFormat)),
@@ -56,6 +61,7 @@ the server's request log line carries the same id.",
         (name = "legacy", description = "Roboflow's hosted-API route"),
         (name = "models", description = "Load and unload models"),
         (name = "service", description = "Identity, health and metrics"),
+        (name = "workflows", description = "Roboflow Workflows: definitions of steps (models, crops, filters, pictures) run in one request"),
     ),
     modifiers(&TaskPaths, &TenantErrors, &RequestIdHeader),
 )]

@@ -14,6 +14,7 @@ pub mod metrics;
 mod observe;
 mod page;
 pub mod schemas;
+pub mod workflows;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub draining: AtomicBool,
     /// Tenants and their keys; `None`: the server runs open.
     pub gate: Option<Arc<Gate>>,
+    /// Workflow definitions compiled, and the stored workflows' directory.
+    pub workflows: crate::workflows::Workflows,
 }
 
 /// Adds each task's `/infer/<route>` routes.
@@ -57,6 +60,24 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .0
         // Plugins with a task of their own, on the route their manifest names.
         .route("/infer/{route}", post(infer::custom))
+        .route("/workflows/run", post(workflows::run))
+        .route("/infer/workflows", post(workflows::run))
+        .route("/{workspace}/workflows/{workflow_id}", post(workflows::run_stored))
+        .route(
+            "/infer/workflows/{workspace}/{workflow_id}",
+            post(workflows::run_stored),
+        )
+        .route("/workflows/validate", post(workflows::validate))
+        .route("/workflows/describe_interface", post(workflows::describe_interface))
+        .route(
+            "/{workspace}/workflows/{workflow_id}/describe_interface",
+            post(workflows::describe_stored_interface),
+        )
+        .route(
+            "/workflows/blocks/describe",
+            get(workflows::describe_blocks).post(workflows::describe_blocks),
+        )
+        .route("/workflows/execution_engine/versions", get(workflows::versions))
         .route("/plugins", get(manage::plugins))
         .route("/model/registry", get(manage::registry))
         .route("/models", get(available::models))

@@ -14,6 +14,13 @@ use crate::input::RgbImage;
 use palette::class_color;
 use shapes::{dot, label, polygon_mask, stroke_box, stroke_line, text_scale, tint, Mask};
 
+/// Drawing primitives for other pictures (the workflow visualization blocks).
+pub mod draw {
+    pub use super::jpeg::encode as jpeg;
+    pub use super::palette::class_color;
+    pub use super::shapes::{label, stroke_box, stroke_line, text_scale};
+}
+
 /// Stroke widths accepted, in pixels.
 pub const STROKE_RANGE: std::ops::RangeInclusive<i64> = 1..=100;
 

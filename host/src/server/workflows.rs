@@ -1,0 +1,263 @@
+//! Roboflow's workflow routes (workflows.md §1): run a definition (`/workflows/run`, legacy
+//! `/infer/workflows`) or a stored one (`/{workspace}/workflows/{workflow_id}`, legacy
+//! `/infer/workflows/{workspace}/{workflow_id}`), validate it, describe its interface, and
+//! describe the blocks. Errors keep Roboflow's bodies (`error_type`, `context`, …).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+use super::context::Ctx;
+use super::error::ApiError;
+use super::AppState;
+use crate::workflows::{self, StoredError, WorkflowError};
+
+/// A workflow route's failure: Roboflow's workflow error body, or one of ours.
+pub enum Failure {
+    Workflow(WorkflowError),
+    Api(ApiError),
+    /// FastAPI's 422 for a body without a required field.
+    Missing(&'static str, Value),
+}
+
+impl From<WorkflowError> for Failure {
+    fn from(e: WorkflowError) -> Self {
+        Failure::Workflow(e)
+    }
+}
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        Failure::Api(e)
+    }
+}
+
+impl From<BytesRejection> for Failure {
+    fn from(e: BytesRejection) -> Self {
+        Failure::Api(e.into())
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        match self {
+            Failure::Workflow(e) => {
+                let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                if status.is_server_error() {
+                    tracing::error!(status = e.status, error = %e, "workflow failed");
+                }
+                (status, Json(e.body())).into_response()
+            }
+            Failure::Api(e) => e.into_response(),
+            Failure::Missing(field, input) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                // FastAPI's `detail` as Roboflow answers it, and our `message`.
+                Json(json!({
+                    "message": format!("Invalid request body: `{field}` is required"),
+                    "detail": [{"type": "missing", "loc": ["body", field], "msg": "Field required", "input": input}],
+                })),
+            )
+                .into_response(),
+        }
+    }
+}
+
+fn body_object(body: &[u8]) -> Result<Map<String, Value>, Failure> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(o)) => Ok(o),
+        Ok(_) => Err(ApiError::Unprocessable("Invalid request body: expected a JSON object".into()).into()),
+        Err(e) => Err(ApiError::Unprocessable(format!("Invalid request body: {e}")).into()),
+    }
+}
+
+fn required<'a>(body: &'a Map<String, Value>, field: &'static str) -> Result<&'a Value, Failure> {
+    body.get(field)
+        .ok_or_else(|| Failure::Missing(field, Value::Object(body.clone())))
+}
+
+/// Runs `definition` with the body's `inputs` and `excluded_fields`.
+async fn run_definition(
+    state: &AppState,
+    caller: crate::pipeline::Caller,
+    definition: &Value,
+    body: &Map<String, Value>,
+) -> Result<Response, Failure> {
+    let inputs = match required(body, "inputs")? {
+        Value::Object(o) => o.clone(),
+        _ => return Err(ApiError::Unprocessable("Invalid request body: `inputs` must be an object".into()).into()),
+    };
+    let excluded: Vec<String> = body
+        .get("excluded_fields")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    let caller = caller.with_api_key(body.get("api_key").and_then(Value::as_str).map(str::to_string));
+    let graph = state.workflows.compile(definition)?;
+    let response = workflows::run(&graph, &state.pipeline, &caller, &inputs, &excluded).await?;
+    Ok(Json(response).into_response())
+}
+
+/// `POST /workflows/run` (and the legacy `/infer/workflows`): a definition in the body.
+#[utoipa::path(
+    post,
+    path = "/workflows/run",
+    tag = "workflows",
+    summary = "Run a workflow definition",
+    description = "Roboflow's `WorkflowSpecificationInferenceRequest`: `specification` (the definition), `inputs` \
+        (images as `{\"type\": \"base64\", \"value\": …}` or lists of them, parameters), optional `api_key`, \
+        `excluded_fields`. Answers `{\"outputs\": [one object per input image], \"profiler_trace\": []}`. Also at \
+        `POST /infer/workflows`.",
+    request_body(content = Object, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The outputs, one entry per input image", body = Object),
+        (status = 400, description = "The definition or an input is invalid (Roboflow's workflow error body)", body = super::error::ErrorBody),
+        (status = 422, description = "The body lacks `inputs` or `specification`", body = super::error::ErrorBody),
+        (status = 500, description = "A step failed (StepExecutionError)", body = super::error::ErrorBody),
+        (status = 503, description = "A model is overloaded or unavailable", body = super::error::ErrorBody),
+    ),
+)]
+pub async fn run(
+    State(state): State<Arc<AppState>>,
+    Ctx(caller): Ctx,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Failure> {
+    let body = body_object(&body?)?;
+    let definition = required(&body, "specification")?.clone();
+    run_definition(&state, caller, &definition, &body).await
+}
+
+fn stored(state: &AppState, workspace: &str, workflow_id: &str) -> Result<Value, Failure> {
+    state.workflows.stored(workspace, workflow_id).map_err(|e| {
+        Failure::Api(match e {
+            StoredError::NotFound(m) => ApiError::NotFound(m),
+            StoredError::Invalid(m) => ApiError::Internal(m),
+        })
+    })
+}
+
+/// `POST /{workspace}/workflows/{workflow_id}` (and the legacy
+/// `/infer/workflows/{workspace}/{workflow_id}`): a stored workflow.
+#[utoipa::path(
+    post,
+    path = "/{workspace}/workflows/{workflow_id}",
+    tag = "workflows",
+    summary = "Run a stored workflow",
+    description = "Roboflow's `PredefinedWorkflowInferenceRequest` (`inputs`, `api_key`, `excluded_fields`, `use_cache`). \
+        The definition is read from `--workflows-dir`: `<dir>/<workspace>/<workflow_id>.json` (the definition, \
+        `{\"specification\": …}` or Roboflow's `{\"workflow\": {\"config\": …}}`). Also at \
+        `POST /infer/workflows/{workspace}/{workflow_id}`.",
+    params(
+        ("workspace" = String, Path, description = "The workspace (a directory of --workflows-dir)"),
+        ("workflow_id" = String, Path, description = "The workflow (`<workflow_id>.json` there)"),
+    ),
+    request_body(content = Object, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The outputs, one entry per input image", body = Object),
+        (status = 400, description = "The definition or an input is invalid", body = super::error::ErrorBody),
+        (status = 404, description = "No such stored workflow", body = super::error::ErrorBody),
+        (status = 422, description = "The body is not a JSON object of the right shape", body = super::error::ErrorBody),
+        (status = 500, description = "A step failed (StepExecutionError)", body = super::error::ErrorBody),
+        (status = 503, description = "A model is overloaded or unavailable", body = super::error::ErrorBody),
+    ),
+)]
+pub async fn run_stored(
+    State(state): State<Arc<AppState>>,
+    Ctx(caller): Ctx,
+    Path((workspace, workflow_id)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Failure> {
+    let body = body_object(&body?)?;
+    let definition = stored(&state, &workspace, &workflow_id)?;
+    run_definition(&state, caller, &definition, &body).await
+}
+
+/// `POST /workflows/validate`: the bare definition in the body.
+#[utoipa::path(
+    post,
+    path = "/workflows/validate",
+    tag = "workflows",
+    summary = "Validate a workflow definition",
+    description = "The body is the definition itself (not wrapped). Compiles it: `{\"status\": \"ok\"}`, or the error a run would get.",
+    request_body(content = Object, content_type = "application/json"),
+    responses(
+        (status = 200, description = "`{\"status\": \"ok\"}`", body = Object),
+        (status = 400, description = "Why the definition is invalid", body = super::error::ErrorBody),
+        (status = 422, description = "The body is not a JSON object of the right shape", body = super::error::ErrorBody),
+    ),
+)]
+pub async fn validate(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Failure> {
+    let definition: Value =
+        serde_json::from_slice(&body?).map_err(|e| ApiError::Unprocessable(format!("Invalid request body: {e}")))?;
+    state.workflows.compile(&definition)?;
+    Ok(Json(json!({"status": "ok"})).into_response())
+}
+
+/// `POST /workflows/describe_interface`: a definition's inputs and outputs with their kinds.
+#[utoipa::path(
+    post,
+    path = "/workflows/describe_interface",
+    tag = "workflows",
+    summary = "Describe a workflow's inputs and outputs",
+    description = "Body `{\"specification\": …}`; answers `{inputs: {name: [kinds]}, outputs: {name: [kinds]}, typing_hints, kinds_schemas}`.",
+    request_body(content = Object, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The interface", body = Object),
+        (status = 400, description = "The definition is invalid", body = super::error::ErrorBody),
+        (status = 422, description = "The body is not a JSON object of the right shape", body = super::error::ErrorBody),
+    ),
+)]
+pub async fn describe_interface(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Failure> {
+    let body = body_object(&body?)?;
+    let graph = state.workflows.compile(required(&body, "specification")?)?;
+    Ok(Json(workflows::describe_interface(&graph)).into_response())
+}
+
+/// `POST /{workspace}/workflows/{workflow_id}/describe_interface`.
+pub async fn describe_stored_interface(
+    State(state): State<Arc<AppState>>,
+    Path((workspace, workflow_id)): Path<(String, String)>,
+) -> Result<Response, Failure> {
+    let graph = state.workflows.compile(&stored(&state, &workspace, &workflow_id)?)?;
+    Ok(Json(workflows::describe_interface(&graph)).into_response())
+}
+
+/// `GET`/`POST /workflows/blocks/describe`: the blocks this server runs, from their manifests.
+#[utoipa::path(
+    get,
+    path = "/workflows/blocks/describe",
+    tag = "workflows",
+    summary = "Describe the workflow blocks",
+    description = "Every block's type id and aliases, fields (kinds, defaults), outputs and dimensionality, \
+        generated from the blocks' manifests. Also `POST` (a body with `dynamic_blocks_definitions` is refused: \
+        custom blocks are WebAssembly here).",
+    responses((status = 200, description = "The blocks", body = Object)),
+)]
+pub async fn describe_blocks(body: Bytes) -> Result<Response, Failure> {
+    if !body.is_empty() {
+        let body = body_object(&body)?;
+        if body
+            .get("dynamic_blocks_definitions")
+            .is_some_and(|d| d.as_array().is_some_and(|a| !a.is_empty()))
+        {
+            workflows::Workflows::new(None).compile(&json!({"dynamic_blocks_definitions": [{}]}))?;
+        }
+    }
+    Ok(Json(workflows::describe_blocks()).into_response())
+}
+
+/// `GET /workflows/execution_engine/versions`.
+pub async fn versions() -> Json<Value> {
+    Json(json!({"versions": ["1.17.0"]}))
+}

@@ -119,6 +119,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         gate,
     });
 
+    let discipline = connection_discipline(&args);
+    every_trim();
     let addr = SocketAddr::new(args.target.host, args.target.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -132,12 +134,58 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     tokio::spawn(preload(state.clone(), pinned, args.budgets.preload_api_key.clone()));
     tracing::info!(url = %format!("http://{addr}"), models_dir = %args.models_dir.display(),
         plugins_dir = %plugins_dir.display(), startup_ms = started.elapsed().as_millis() as u64, "server ready");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("server failed")?;
+    server::listen::serve(listener, app, discipline, shutdown_signal()).await;
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// The accept loop's settings; the connection cap is kept below the open-files limit.
+fn connection_discipline(args: &ServeArgs) -> server::listen::Discipline {
+    let c = &args.connections;
+    let fd_limit = server::listen::raise_fd_limit();
+    let cap = server::listen::connection_cap(fd_limit);
+    let max_connections = match c.max_connections {
+        Some(n) if n as usize > cap => {
+            tracing::warn!(
+                asked = n,
+                cap,
+                fd_limit,
+                "--max-connections lowered to fit the open-files limit"
+            );
+            cap
+        }
+        Some(n) => n as usize,
+        None => cap,
+    };
+    tracing::info!(
+        max_connections,
+        fd_limit,
+        header_read_timeout_s = c.header_read_timeout.as_secs_f64(),
+        body_read_timeout_s = c.body_read_timeout.as_secs_f64(),
+        "connection limits"
+    );
+    server::listen::Discipline {
+        header_read_timeout: c.header_read_timeout,
+        body_read_timeout: c.body_read_timeout,
+        max_connections,
+        max_body_bytes: args.max_body_bytes,
+        shutdown_timeout: c.shutdown_timeout,
+    }
+}
+
+/// glibc keeps memory freed at the top of its heaps and in its arenas: after a burst of large
+/// requests the process stayed at its peak (801 MB, idle 70 MB). Handing it back every few
+/// seconds costs a few milliseconds of one core.
+fn every_trim() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    tokio::spawn(async {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            // SAFETY: malloc_trim only returns free memory to the system.
+            let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
+        }
+    });
 }
 
 /// The tenants gate from `--tenants`; without it, serving open, which is refused on a

@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -110,6 +111,9 @@ pub struct ServeArgs {
     /// Cache and loaded-model budgets, preloaded (pinned) models.
     #[command(flatten)]
     pub budgets: BudgetArgs,
+    /// Read timeouts, the connection cap, shutdown.
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
     /// ONNX Runtime shared library; default: ORT_DYLIB_PATH, else the one beside the executable.
     #[arg(long)]
     pub ort_library: Option<PathBuf>,
@@ -195,15 +199,38 @@ pub struct ServeArgs {
     pub quota_store_failure: FailureMode,
     /// On SIGTERM, seconds to keep accepting new connections while /readiness answers 503, so
     /// load balancers take this replica out first.
-    #[arg(long, env = "INFERENCE_DRAIN_GRACE", default_value_t = 0.0, value_parser = parse_seconds)]
-    pub drain_grace: f64,
-    /// After the grace period, seconds the requests in flight have to finish before the server
-    /// exits anyway.
-    #[arg(long, env = "INFERENCE_SHUTDOWN_TIMEOUT", default_value_t = 30.0, value_parser = parse_seconds)]
-    pub shutdown_timeout: f64,
+    #[arg(long, env = "INFERENCE_DRAIN_GRACE", default_value = "0", value_parser = parse_seconds)]
+    pub drain_grace: Duration,
     /// Log format.
     #[arg(long, env = "INFERENCE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+/// How client connections are treated (slow, silent and too many clients; shutdown).
+#[derive(Debug, Args, Clone)]
+pub struct ConnectionArgs {
+    /// Seconds a client has to send a request's line and headers; also how long an idle
+    /// keep-alive connection stays open.
+    #[arg(long, env = "INFERENCE_HEADER_READ_TIMEOUT", default_value = "10", value_parser = parse_seconds)]
+    pub header_read_timeout: Duration,
+    /// Seconds a request body may send nothing before the request fails (400) and its
+    /// connection closes.
+    #[arg(long, env = "INFERENCE_BODY_READ_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
+    pub body_read_timeout: Duration,
+    /// Most open client connections (default and most: half the open-files limit,
+    /// less a few); beyond it the longest-idle connection is closed to make room.
+    #[arg(long, env = "INFERENCE_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT (after --drain-grace);
+    /// then the server exits.
+    #[arg(long, env = "INFERENCE_SHUTDOWN_TIMEOUT", default_value = "10", value_parser = parse_seconds)]
+    pub shutdown_timeout: Duration,
+}
+
+/// Seconds, fractions allowed (`2`, `0.5`).
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let seconds: f64 = s.trim().parse().map_err(|_| format!("expected seconds, got {s:?}"))?;
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("expected a non-negative number of seconds, got {s:?}"))
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -446,14 +473,6 @@ pub struct InferArgs {
     /// Time limit of one request, in seconds.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
-}
-
-/// A number of seconds: finite, not negative, at most a day.
-fn parse_seconds(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(s) if s.is_finite() && (0.0..=86_400.0).contains(&s) => Ok(s),
-        _ => Err(format!("{text:?} is not a number of seconds from 0 to 86400")),
-    }
 }
 
 #[cfg(test)]

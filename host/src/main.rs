@@ -60,7 +60,13 @@ fn main() -> ExitCode {
                     .enable_all()
                     .build()
                     .map_err(anyhow::Error::from)
-                    .and_then(|rt| rt.block_on(serve::run(serve)))
+                    .and_then(|rt| {
+                        let result = rt.block_on(serve::run(serve));
+                        // Requests still running past the shutdown timeout (and their blocking
+                        // work) must not keep the process alive.
+                        rt.shutdown_timeout(std::time::Duration::from_millis(500));
+                        result
+                    })
             }
             ServerAction::Start {
                 foreground: false,

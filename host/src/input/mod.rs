@@ -71,11 +71,7 @@ impl Encoded {
             // The array's bytes are the payload: its decoded RGB is about as large.
             return Some(self.bytes.len() as u64);
         }
-        let (w, h) = image::ImageReader::new(std::io::Cursor::new(&self.bytes))
-            .with_guessed_format()
-            .ok()?
-            .into_dimensions()
-            .ok()?;
+        let (w, h) = decode::dimensions(&self.bytes)?;
         Some(u64::from(w) * u64::from(h) * 3)
     }
 }

@@ -202,6 +202,12 @@ pub fn build_session(path: &Path, options: &SessionOptions) -> Result<Session> {
         .with_parallel_execution(false)?;
     if options.device == Device::Cuda {
         builder = builder.with_execution_providers([cuda_provider()?])?;
+    } else {
+        // Without ONNX Runtime's CPU arena: it keeps the largest tensors it ever held for the
+        // session's life (a burst of big batches stayed resident); the allocator gives them back.
+        builder = builder.with_execution_providers([ort::execution_providers::CPUExecutionProvider::default()
+            .with_arena_allocator(false)
+            .build()])?;
     }
     builder
         .commit_from_file(path)

@@ -136,6 +136,9 @@ pub enum Error {
     Model(#[from] ModelError),
     #[error(transparent)]
     Plugin(#[from] CallError),
+    /// The picture asked for cannot be drawn for this image (400).
+    #[error(transparent)]
+    Draw(#[from] crate::visualize::DrawError),
     #[error("{0}")]
     NotFound(String),
     /// Nothing can serve it now (503).

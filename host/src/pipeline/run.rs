@@ -339,6 +339,12 @@ impl Pipeline {
             }
         };
         metrics::record_decode(fetched + decoding.elapsed());
+        // A picture that cannot be encoded is refused before the model runs.
+        if keep_images {
+            for image in &images {
+                visualize::check_drawable(image.width, image.height)?;
+            }
+        }
         let sizes: Vec<ImageSize> = images
             .iter()
             .map(|i| ImageSize {

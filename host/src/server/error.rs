@@ -44,6 +44,8 @@ pub enum ApiError {
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
     Unavailable(String),
     /// The shared quota store is unreachable and the server fails closed: 503, logged once by
     /// the store (not per request).
@@ -72,6 +74,7 @@ impl ApiError {
             }) => StatusCode::BAD_REQUEST,
             ApiError::Plugin(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -115,6 +118,7 @@ impl From<pipeline::Error> for ApiError {
         use pipeline::Error as E;
         match e {
             E::Invalid(m) => ApiError::BadRequest(m),
+            E::Draw(e) => ApiError::BadRequest(e.to_string()),
             E::Image(e) => ApiError::Image(e),
             E::ModelId(e) => ApiError::ModelId(e),
             E::Model(e) => ApiError::Model(e),

@@ -124,6 +124,52 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::Unprocessable(format!("Invalid request body: {e}")))
 }
 
+/// Refuses a body whose `image` list is longer than `max` before the body is parsed into
+/// values: parsing materialises every element (twice, with the task's flattened options), and a
+/// million-element list of tiny images took hundreds of MB. The count skips the elements
+/// without allocating. A body that does not parse is left to `parse_json` to report.
+pub fn check_image_count(body: &[u8], max: usize) -> Result<(), ApiError> {
+    /// How many images `image` holds (1 unless it is a list).
+    struct Count(usize);
+    impl<'de> Deserialize<'de> for Count {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct Visit;
+            impl<'de> serde::de::Visitor<'de> for Visit {
+                type Value = Count;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("an image or a list of images")
+                }
+                fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Count, A::Error> {
+                    let mut n = 0;
+                    while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                        n += 1;
+                    }
+                    Ok(Count(n))
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Count, A::Error> {
+                    serde::de::IgnoredAny::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                    Ok(Count(1))
+                }
+                fn visit_str<E>(self, _: &str) -> Result<Count, E> {
+                    Ok(Count(1))
+                }
+            }
+            deserializer.deserialize_any(Visit)
+        }
+    }
+    #[derive(Deserialize)]
+    struct Peek {
+        #[serde(default)]
+        image: Option<Count>,
+    }
+    match serde_json::from_slice::<Peek>(body) {
+        Ok(Peek {
+            image: Some(Count(got)),
+        }) if got > max => Err(InputError::TooManyImages { got, max }.into()),
+        _ => Ok(()),
+    }
+}
+
 /// Turns an image declaration into a source of bytes.
 pub fn image_source(decl: ImageDeclaration) -> Result<ImageSource, InputError> {
     let kind = decl
@@ -156,7 +202,9 @@ pub async fn infer<T: Task>(
     Ctx(caller): Ctx,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let InferBody { request, options } = parse_json::<InferBody<T::Options>>(&body?)?;
+    let body = body?;
+    check_image_count(&body, state.pipeline.input_limits.max_batch)?;
+    let InferBody { request, options } = parse_json::<InferBody<T::Options>>(&body)?;
     let model_id = request
         .model_id
         .ok_or_else(|| ApiError::Unprocessable("model_id is required".into()))?;
@@ -202,6 +250,7 @@ pub async fn custom(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body?;
+    check_image_count(&body, state.pipeline.input_limits.max_batch)?;
     let mut fields: serde_json::Map<String, Value> = parse_json(&body)?;
     let model_id = match fields.get("model_id") {
         Some(Value::String(id)) => id.clone(),
@@ -237,4 +286,25 @@ pub async fn custom(
         .custom(&caller, &route, model, sources, params, inference_id)
         .await?;
     Ok(Json(response).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_image_lists_are_counted_without_parsing_them() {
+        let list = |n: usize| {
+            format!(
+                r#"{{"model_id": "m/1", "image": [{}]}}"#,
+                vec![r#"{"type": "url", "value": "x"}"#; n].join(",")
+            )
+        };
+        assert!(check_image_count(list(64).as_bytes(), 64).is_ok());
+        let err = check_image_count(list(65).as_bytes(), 64).unwrap_err().to_string();
+        assert!(err.contains("65"), "{err}");
+        assert!(check_image_count(br#"{"image": {"type": "url", "value": "x"}}"#, 1).is_ok());
+        // Malformed bodies are left to the parser to report.
+        assert!(check_image_count(b"{not json", 1).is_ok());
+    }
 }

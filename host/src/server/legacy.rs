@@ -92,13 +92,17 @@ const LEGACY_OVERLAP: f32 = 0.3;
 /// The legacy route floors confidence to keep clients from asking for every candidate.
 const LEGACY_MIN_CONFIDENCE: f32 = 0.01;
 
-/// Percentages (values ≥ 1) are accepted as Roboflow's hosted API does.
-fn fraction(v: f32) -> f32 {
-    if v >= 1.0 {
-        v / 100.0
-    } else {
-        v
+/// Percentages (values ≥ 1) are accepted as Roboflow's hosted API does; what is not a number
+/// from 0 to 1 (or 0 to 100 %) is refused, NaN and infinities included (`f32::max` would
+/// have turned a NaN confidence into the floor).
+fn fraction(name: &str, v: f32) -> Result<f32, ApiError> {
+    let fraction = if v >= 1.0 { v / 100.0 } else { v };
+    if !(0.0..=1.0).contains(&fraction) {
+        return Err(ApiError::BadRequest(format!(
+            "{name} must be a number from 0 to 1 (or a percentage up to 100), got {v}"
+        )));
     }
+    Ok(fraction)
 }
 
 #[utoipa::path(
@@ -209,12 +213,16 @@ pub async fn legacy_infer(
         body_source(&state, request, image_type).await?
     };
     let confidence = match &query.confidence {
-        Some(c) => fraction(c.value().map_err(ApiError::Unprocessable)?).max(LEGACY_MIN_CONFIDENCE),
+        Some(c) => fraction("confidence", c.value().map_err(ApiError::Unprocessable)?)?.max(LEGACY_MIN_CONFIDENCE),
         None => LEGACY_CONFIDENCE,
     };
     let common = Common::new(
         confidence,
-        query.overlap.map(fraction).unwrap_or(LEGACY_OVERLAP),
+        query
+            .overlap
+            .map(|v| fraction("overlap", v))
+            .transpose()?
+            .unwrap_or(LEGACY_OVERLAP),
         false,
         None,
         query.max_detections.unwrap_or(DEFAULT_MAX_DETECTIONS),

@@ -323,6 +323,11 @@ pub async fn not_found() -> ApiError {
     ApiError::NotFound("Not Found".into())
 }
 
+/// A route asked with a method it does not have (axum's own answer has no body).
+pub async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::MethodNotAllowed(format!("Method {method} is not allowed here"))
+}
+
 /// `GET /plugins`: the installed plugins and the routes they serve.
 #[utoipa::path(
     get,

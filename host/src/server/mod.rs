@@ -9,6 +9,7 @@ pub mod docs;
 pub mod error;
 pub mod infer;
 pub mod legacy;
+pub mod listen;
 pub mod manage;
 pub mod metrics;
 mod observe;
@@ -97,6 +98,7 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         // `/`: the page to try a model.
         .merge(page::routes())
         .fallback(manage::not_found)
+        .method_not_allowed_fallback(manage::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(CorsLayer::permissive());
     // With tenants, every non-public route needs a tenant's key (outside the handlers, so no

@@ -24,6 +24,25 @@ pub mod draw {
 /// Stroke widths accepted, in pixels.
 pub const STROKE_RANGE: std::ops::RangeInclusive<i64> = 1..=100;
 
+/// The JPEG format's largest side: a picture of a wider or taller image cannot be encoded.
+pub const MAX_SIDE: u32 = 65_535;
+
+/// Why a picture cannot be drawn (the client's image, not the server: a 400).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot draw the predictions on an image of {width}x{height} px: the picture (a JPEG) takes at most {MAX_SIDE} px a side; ask without visualization")]
+pub struct DrawError {
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Checks that an image's picture can be encoded, before any work is spent on it.
+pub fn check_drawable(width: u32, height: u32) -> Result<(), DrawError> {
+    if width > MAX_SIDE || height > MAX_SIDE {
+        return Err(DrawError { width, height });
+    }
+    Ok(())
+}
+
 /// Opacity of instance masks.
 const MASK_ALPHA: f32 = 0.4;
 
@@ -104,6 +123,7 @@ pub struct Keypoint {
 /// own skeleton edges per class (may be empty).
 pub fn annotate(image: RgbImage, scene: &Scene, style: Style, keypoint_edges: &[Vec<(u32, u32)>]) -> Result<Vec<u8>> {
     let (width, height) = (image.width, image.height);
+    check_drawable(width, height)?;
     let mut canvas = image::RgbImage::from_raw(width, height, image.rgb).context("image buffer size")?;
     let scale = text_scale(width, height);
     draw_objects(&mut canvas, &scene.objects, style, keypoint_edges, scale);

@@ -253,7 +253,7 @@ fn pipeline_error(step: &Step, e: Error) -> WorkflowError {
     let (status, inner) = match &e {
         Error::Overloaded(_) | Error::Unavailable(_) => (503, "ServiceUnavailable"),
         Error::NotFound(_) | Error::Model(_) | Error::ModelId(_) => (500, "ModelError"),
-        Error::Invalid(_) | Error::Image(_) => (500, "InvalidInput"),
+        Error::Invalid(_) | Error::Image(_) | Error::Draw(_) => (500, "InvalidInput"),
         Error::Plugin(_) => (500, "PluginError"),
         Error::Internal(_) => (500, "InternalError"),
     };

@@ -125,11 +125,13 @@ class RoboflowDouble(_Double):
     """Test double of Roboflow's API (legacy `/ort` protocol). `models` maps
     "dataset/version" to {"file": fixture ONNX name, "type": task, "classes": [...],
     "environment": dict, "keypoints_metadata": ...}; `keys` are the api keys it accepts
-    (None: any non-empty key)."""
+    (None: any non-empty key). `grants` maps "dataset/version" to the keys whose workspace may
+    have it (a model not in it: every accepted key); any other key gets Roboflow's 403."""
 
-    def __init__(self, models: dict | None = None, keys=("rf-test-key",)):
+    def __init__(self, models: dict | None = None, keys=("rf-test-key",), grants: dict | None = None):
         self.models = models if models is not None else {}
         self.keys = None if keys is None else set(keys)
+        self.grants = grants if grants is not None else {}
         self.keys_seen: list = []  # every api_key the server sent, to check which key it used
         super().__init__()
 
@@ -157,6 +159,9 @@ class RoboflowDouble(_Double):
             if not key or (self.keys is not None and key not in self.keys):
                 return _json(401, {"error": {"message": "Unauthorized access to model: invalid api_key",
                                              "type": "OAuthException"}})
+            if model_id in self.grants and key not in self.grants[model_id]:
+                return _json(403, {"error": {"message": f"Forbidden: this api_key's workspace has no access to "
+                                                        f"{model_id}", "type": "OAuthException"}})
             model = self.models.get(model_id)
             if model is None:
                 return _json(404, {"error": {"message": f"Model {model_id} does not exist or is not "

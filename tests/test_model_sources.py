@@ -5,6 +5,7 @@ cached, and served from the cache afterwards, also offline and across restarts."
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import json
 import os
 import signal
@@ -101,7 +102,10 @@ def test_roboflow_first_request_downloads_then_serves_from_cache(start_server, r
 
     model_dir = cache / "models" / "shapes-rf" / "1"
     assert files_in(model_dir) == {"weights.onnx", "environment.json", "class_names.txt", "model_type.json",
-                                   ".verified"}
+                                   "owner.json", ".verified"}
+    # Who fetched it, as the sha256 of the key (never the key itself): see test_model_ownership.py.
+    assert json.loads((model_dir / "owner.json").read_text()) == {
+        "api_key_sha256": hashlib.sha256(KEY.encode()).hexdigest()}
     assert (model_dir / "class_names.txt").read_text().split() == ["circle", "square", "triangle"]
     assert json.loads((model_dir / "model_type.json").read_text())["project_task_type"] == "object-detection"
     verified = json.loads((model_dir / ".verified").read_text())

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::sync::OnceCell;
@@ -16,6 +16,7 @@ use super::cache::{CacheLock, ModelCache};
 use super::description::{BatchingConfig, ModelConfig, ModelDescription};
 use super::error::ModelError;
 use super::id::ModelId;
+use super::roboflow;
 use super::sources::ModelSources;
 use crate::nn::{OnnxModel, SessionOptions};
 
@@ -26,7 +27,13 @@ pub struct LoadedModel {
     /// A model loaded from the cache holds its use lock: no process sharing the cache evicts
     /// its files while it is loaded here.
     _in_use: Option<CacheLock>,
+    /// The sha256 of the credential that fetched it from Roboflow (`roboflow::OWNER_FILE`);
+    /// `None` for a model every allowed tenant shares (models directory, operator's stores).
+    pub owner: Option<String>,
 }
+
+/// How long Roboflow's answer on whether a credential may have a model is trusted.
+const ENTITLEMENT_TTL: Duration = Duration::from_secs(300);
 
 /// One model's single-flight cell, and the last failed load (shared with the requests that
 /// waited on it, so a failing download is not retried once per queued request).
@@ -54,6 +61,9 @@ pub struct LoadedModels {
     sources: ModelSources,
     limits: Limits,
     epoch: Instant,
+    /// Roboflow's answers per (model, credential hash): whether that credential may be served a
+    /// model someone else fetched, and when it was asked.
+    entitlements: Mutex<HashMap<(ModelId, String), (Instant, bool)>>,
 }
 
 /// Budgets and pinned models (see `budget`).
@@ -73,6 +83,7 @@ impl LoadedModels {
             sources: ModelSources::none(),
             limits: Limits::default(),
             epoch: Instant::now(),
+            entitlements: Mutex::new(HashMap::new()),
         }
     }
 
@@ -109,6 +120,59 @@ impl LoadedModels {
     /// `--offline`: no network call of any kind.
     pub fn offline(&self) -> bool {
         self.sources.offline()
+    }
+
+    /// The credential hash that owns `id` (loaded, else in the cache); `None`: shared.
+    pub fn owner(&self, id: &ModelId) -> Option<String> {
+        if let Some(model) = self.slots.lock().get(id).and_then(|s| s.cell.get().cloned()) {
+            return model.owner.clone();
+        }
+        let local = self.root.join(&id.project).join(&id.version);
+        if local.join("weights.onnx").is_file() {
+            return None;
+        }
+        roboflow::owner_of(&self.sources.cache()?.dir(id))
+    }
+
+    /// As `entitled`, without asking Roboflow: only what is known now (for listings).
+    pub fn known_entitled(&self, id: &ModelId, owner: Option<&str>, api_key: Option<&str>) -> bool {
+        let Some(owner) = owner else { return true };
+        let Some(key) = api_key.filter(|k| !k.is_empty()) else {
+            return false;
+        };
+        let hash = roboflow::key_hash(key);
+        hash == owner
+            || self
+                .entitlements
+                .lock()
+                .get(&(id.clone(), hash))
+                .is_some_and(|(at, yes)| *yes && at.elapsed() < ENTITLEMENT_TTL)
+    }
+
+    /// Whether a caller with `api_key` may be served (or remove) a model owned by `owner`:
+    /// always for a shared model or the credential that fetched it; else Roboflow is asked once
+    /// per (model, credential) and its answer kept for `ENTITLEMENT_TTL`.
+    pub async fn entitled(&self, id: &ModelId, owner: Option<&str>, api_key: Option<&str>) -> Result<bool, ModelError> {
+        let Some(owner) = owner else { return Ok(true) };
+        let Some(key) = api_key.filter(|k| !k.is_empty()) else {
+            return Ok(false);
+        };
+        let hash = roboflow::key_hash(key);
+        if hash == owner {
+            return Ok(true);
+        }
+        let slot = (id.clone(), hash);
+        if let Some((at, yes)) = self.entitlements.lock().get(&slot) {
+            if at.elapsed() < ENTITLEMENT_TTL {
+                return Ok(*yes);
+            }
+        }
+        let yes = self.sources.entitled(id, Some(key)).await?;
+        tracing::info!(model = %id, entitled = yes, "checked another credential's entitlement with Roboflow");
+        let mut cache = self.entitlements.lock();
+        cache.retain(|_, (at, _)| at.elapsed() < ENTITLEMENT_TTL);
+        cache.insert(slot, (Instant::now(), yes));
+        Ok(yes)
     }
 
     /// Returns the model, loading it if needed. Returns whether this call loaded it.
@@ -236,6 +300,7 @@ impl LoadedModels {
                 }
             }
         };
+        let owner = in_use.as_ref().and_then(|_| roboflow::owner_of(&dir));
         let weights = dir.join("weights.onnx");
         let config = ModelConfig::read(&dir).map_err(|e| ModelError::Broken {
             id: id.to_string(),
@@ -251,6 +316,7 @@ impl LoadedModels {
                 description: Arc::new(description),
                 onnx,
                 _in_use: in_use,
+                owner,
             })
         })
         .await

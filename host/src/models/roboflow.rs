@@ -5,15 +5,16 @@
 //! are then downloaded from their (signed) URLs. Stored as Roboflow's cache stores them:
 //! `weights.onnx`, `environment.json`, `class_names.txt`, `keypoints_metadata.json`,
 //! `model_type.json`. Roboflow publishes no checksums: the sha256 of the first download is
-//! recorded in `.verified` and checked on every later load.
+//! recorded in `.verified` and checked on every later load. `owner.json` records the sha256 of
+//! the key that fetched the model (see `owner_of`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::cache::ModelCache;
+use super::cache::{hex, ModelCache};
 use super::fetch::{
     display_url, net_error, read_small, FetchError, Fetcher, MAX_JSON_BYTES, MAX_MODEL_BYTES, ROBOFLOW,
 };
@@ -64,14 +65,35 @@ fn error_message(body: &[u8], api_key: &str) -> String {
     text.trim().to_string()
 }
 
-/// Downloads `id` from Roboflow into the cache.
-pub async fn fetch(
-    fetcher: &Fetcher,
-    cache: &ModelCache,
-    api: &Url,
-    id: &ModelId,
-    api_key: &str,
-) -> Result<PathBuf, FetchError> {
+/// The file in a cached model's directory naming the credential that fetched it (see `owner_of`).
+pub const OWNER_FILE: &str = "owner.json";
+
+/// The sha256 of a credential, as recorded in `OWNER_FILE`: the key itself is never stored.
+pub fn key_hash(api_key: &str) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(api_key.as_bytes()))
+}
+
+/// The credential hash recorded in a cached model's directory: `None` for a model that came
+/// from the models directory or an operator's store (shared as configured).
+pub fn owner_of(dir: &Path) -> Option<String> {
+    let bytes = std::fs::read(dir.join(OWNER_FILE)).ok()?;
+    let value: Value = serde_json::from_slice(&bytes).ok()?;
+    value.get("api_key_sha256")?.as_str().map(str::to_string)
+}
+
+/// Whether `api_key` is entitled to `id`: the metadata request a fetch makes, without
+/// downloading the weights. A 4xx answer (unknown key, no access, no such model) is a no.
+pub async fn entitled(fetcher: &Fetcher, api: &Url, id: &ModelId, api_key: &str) -> Result<bool, FetchError> {
+    match metadata(fetcher, api, id, api_key).await {
+        Ok(_) => Ok(true),
+        Err(FetchError::Upstream { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Roboflow's answer for `id` with `api_key`: where its files are.
+async fn metadata(fetcher: &Fetcher, api: &Url, id: &ModelId, api_key: &str) -> Result<Ort, FetchError> {
     let shown = display_url(api);
     let mut url = api
         .join(&format!("ort/{}/{}", id.project, id.version))
@@ -107,9 +129,23 @@ pub async fn fetch(
     let body = read_small(response, MAX_JSON_BYTES, &what).await?;
     let answer: OrtAnswer = serde_json::from_slice(&body)
         .map_err(|e| FetchError::Bad(format!("the Roboflow API's answer is not valid: {e}")))?;
-    let ort = answer
+    answer
         .ort
-        .ok_or_else(|| FetchError::Bad("the Roboflow API's answer has no `ort`".into()))?;
+        .ok_or_else(|| FetchError::Bad("the Roboflow API's answer has no `ort`".into()))
+}
+
+/// Downloads `id` from Roboflow into the cache, recording (as a hash) the key that fetched it:
+/// the model is that credential's, and other tenants are served it only when Roboflow says
+/// their own key may have it.
+pub async fn fetch(
+    fetcher: &Fetcher,
+    cache: &ModelCache,
+    api: &Url,
+    id: &ModelId,
+    api_key: &str,
+) -> Result<PathBuf, FetchError> {
+    let shown = display_url(api);
+    let ort = metadata(fetcher, api, id, api_key).await?;
     let model_url = ort
         .model
         .as_deref()
@@ -187,6 +223,8 @@ pub async fn fetch(
             .write_small("model_type.json", model_type.to_string().as_bytes())
             .await?;
     }
+    let owner = serde_json::json!({ "api_key_sha256": key_hash(api_key) });
+    staging.write_small(OWNER_FILE, owner.to_string().as_bytes()).await?;
     Ok(staging.commit(&format!("roboflow {shown}"))?)
 }
 

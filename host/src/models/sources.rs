@@ -111,6 +111,20 @@ impl ModelSources {
         parts.join(", ")
     }
 
+    /// Whether `api_key` is entitled to `id` at its source (Roboflow). `Ok(false)` when no
+    /// source can say so (offline, no Roboflow, no key).
+    pub async fn entitled(&self, id: &ModelId, api_key: Option<&str>) -> Result<bool, ModelError> {
+        let (Some(api), Some(key)) = (&self.roboflow, api_key.filter(|k| !k.is_empty())) else {
+            return Ok(false);
+        };
+        if self.offline {
+            return Ok(false);
+        }
+        roboflow::entitled(&self.fetcher, api, id, key)
+            .await
+            .map_err(|e| e.into_model_error(id))
+    }
+
     /// The directory of `id` from the cache, downloading it if needed. `Ok(None)`: no source
     /// has it. Callers hold the model's single-flight slot.
     pub async fn resolve(&self, id: &ModelId, api_key: Option<&str>) -> Result<Option<PathBuf>, ModelError> {

@@ -173,12 +173,37 @@ impl Pipeline {
         };
         match self.models.get_with_key(&id, key).await {
             Ok((model, _)) => {
+                if !self.may_have(caller, &id, model.owner.as_deref()).await? {
+                    return Err(Error::hidden_model(&id));
+                }
                 caller.labels.note_model(&model.description.id);
                 Ok(model)
             }
             Err(ModelError::NotFound(..)) if caller.tenant.is_some() => Err(Error::hidden_model(&id)),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Whether the caller may be served, unload or purge a model fetched with the credential
+    /// hashed in `owner` (`None`: shared): admins and open servers always; a tenant when its own
+    /// Roboflow key fetched it or Roboflow says that key may have it (asked once, then cached).
+    pub async fn may_have(&self, caller: &Caller, id: &ModelId, owner: Option<&str>) -> Result<bool, Error> {
+        match &caller.tenant {
+            Some(tenant) if !tenant.admin => Ok(self
+                .models
+                .entitled(id, owner, tenant.roboflow_api_key.as_deref())
+                .await?),
+            _ => Ok(true),
+        }
+    }
+
+    /// As `may_have`, for a model that may not be loaded (its owner read from the cache).
+    pub async fn may_manage(&self, caller: &Caller, id: &ModelId) -> Result<bool, Error> {
+        if !caller.may_use_model(id) {
+            return Ok(false);
+        }
+        let owner = self.models.owner(id);
+        self.may_have(caller, id, owner.as_deref()).await
     }
 
     /// The name of the plugin that serves `model`'s own task for the caller, if one can.

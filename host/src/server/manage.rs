@@ -124,7 +124,19 @@ fn describe(state: &AppState, caller: &Caller) -> ModelsDescriptions {
         .models
         .loaded()
         .into_iter()
-        .filter(|(id, _)| caller.may_use_model(id))
+        .filter(|(id, model)| {
+            caller.may_use_model(id)
+                && match &caller.tenant {
+                    // A model fetched with another tenant's credentials is listed once this
+                    // tenant's own are known to be entitled to it.
+                    Some(t) if !t.admin => {
+                        pipeline
+                            .models
+                            .known_entitled(id, model.owner.as_deref(), t.roboflow_api_key.as_deref())
+                    }
+                    _ => true,
+                }
+        })
         .map(|(id, model)| {
             let chosen = tasks::world_of_task(&model.description.task)
                 .and_then(|world| pipeline.plugin(caller, world, &model).ok());
@@ -213,7 +225,9 @@ pub async fn remove(
     let purge = purge_flag(query)?;
     let request: ModelRequest = parse_json(&body?)?;
     let id = ModelId::parse(&request.model_id)?;
-    if !caller.may_use_model(&id) {
+    // Another tenant's model, or one fetched with another tenant's credentials that this
+    // tenant's own are not entitled to: as if it did not exist.
+    if !state.pipeline.may_manage(&caller, &id).await? {
         return Err(pipeline::Error::hidden_model(&id).into());
     }
     state
@@ -249,8 +263,10 @@ pub async fn clear(
         models.clear(purge).await
     } else {
         let mut result = Ok(());
-        for id in models.loaded().into_keys().filter(|id| caller.may_use_model(id)) {
-            result = result.and(models.remove(&id, purge).await.map(|_| ()));
+        for id in models.loaded().into_keys() {
+            if state.pipeline.may_manage(&caller, &id).await? {
+                result = result.and(models.remove(&id, purge).await.map(|_| ()));
+            }
         }
         result
     };

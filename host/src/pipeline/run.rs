@@ -288,16 +288,17 @@ impl Pipeline {
         // else's call), bounded by their own slots and by the time limit for the whole request.
         let fetching = Instant::now();
         let fetch_all = try_join_all(sources.into_iter().map(|s| async {
-            if matches!(s, ImageSource::Url(_)) {
-                let _fetch = self
-                    .fetch_slots
-                    .acquire()
-                    .await
-                    .map_err(|_| InputError::Url("server is shutting down".into()))?;
-                input::fetch(s, &input_limits, &self.http, &self.url_policy).await
-            } else {
-                input::fetch(s, &input_limits, &self.http, &self.url_policy).await
-            }
+            // Only downloads take a fetch slot; inline images are read at once.
+            let _fetch = match s {
+                ImageSource::Url(_) => Some(
+                    self.fetch_slots
+                        .acquire()
+                        .await
+                        .map_err(|_| InputError::Url("server is shutting down".into()))?,
+                ),
+                _ => None,
+            };
+            input::fetch(s, &input_limits, &self.http, &self.url_policy).await
         }));
         let encoded = tokio::time::timeout(input_limits.url_timeout, fetch_all)
             .await

@@ -74,3 +74,35 @@ for name, array in arrays.items():
     out = io.BytesIO()
     np.save(out, array)
     write("read_npy", f"{name}.npy", out.getvalue())
+
+# Request bodies as clients send them: one image or a list, every image type and spelling.
+import base64
+import json
+
+
+def b64(data):
+    return base64.b64encode(data).decode()
+
+
+def body(image, **extra):
+    return json.dumps({"model_id": "m/1", "image": image, **extra}).encode()
+
+
+jpeg, png = images["baseline.jpg"], images["rgb.png"]
+npy = io.BytesIO()
+np.save(npy, arrays["rgb"])
+requests = {
+    "one-base64.json": body({"type": "base64", "value": b64(jpeg)}, confidence=0.5),
+    "data-uri.json": body({"type": "base64", "value": "data:image/png;base64," + b64(png)}),
+    "upper-case-type.json": body({"type": "BASE64", "value": b64(png)}),
+    "numpy-pickle.json": body({"type": "numpy", "value": b64(pickle.dumps(arrays["rgb"], protocol=4))}),
+    "numpy-npy.json": body({"type": "numpy", "value": b64(npy.getvalue())}),
+    "url.json": body({"type": "url", "value": "https://example.com/a.jpg"}),
+    "list.json": body([{"type": "base64", "value": b64(jpeg)}, {"type": "base64", "value": b64(png)},
+                       {"type": "url", "value": "http://example.com/b.png"}]),
+    "too-many.json": body([{"type": "url", "value": "x"}] * 9),
+    "unknown-type.json": body({"type": "file", "value": "/etc/passwd"}),
+    "missing-value.json": body({"type": "base64"}),
+}
+for name, data in requests.items():
+    write("parse_request", name, data)

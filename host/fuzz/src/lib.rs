@@ -1,6 +1,6 @@
-//! The host's input decoders, compiled from the host's own source files (not a copy), plus
-//! the invariants every fuzz target checks. Only these files are included so the fuzz build
-//! needs the decoders' few dependencies, not the whole server's.
+//! The host's input decoders and the reading of a request body's images, compiled from the
+//! host's own source files (not a copy), plus the invariants every fuzz target checks. Only
+//! these files are included so the fuzz build needs their few dependencies, not the server's.
 
 #[path = "../../src/input/decode.rs"]
 pub mod decode;
@@ -8,9 +8,12 @@ pub mod decode;
 mod error;
 #[path = "../../src/input/numpy.rs"]
 pub mod numpy;
+#[path = "../../src/input/request.rs"]
+pub mod request;
 
 pub use decode::RgbImage;
 pub use error::InputError;
+pub use request::ImageSource;
 
 /// Pixel cap for fuzzing: far below the server's default (50 MP) so a fuzzed header cannot
 /// make every run allocate hundreds of MB, yet large enough for every code path.

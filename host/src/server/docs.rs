@@ -16,10 +16,11 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use super::context::REQUEST_ID_HEADER;
 use super::error::ErrorBody;
-use super::infer::{ImageDeclaration, ImageType, InferRequest};
+use super::infer::InferRequest;
 use super::legacy::{LegacyFormat, LegacyImageType};
 use super::schemas::InferErrors;
 use super::{available, infer, legacy, manage, metrics, workflows, AppState};
+use crate::input::request::{ImageDeclaration, ImageType};
 use crate::tasks::{self, Task};
 
 pub const OPENAPI_PATH: &str = "/openapi.json";

@@ -9,73 +9,16 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::context::Ctx;
 use super::error::ApiError;
 use super::AppState;
-use crate::input::{decode_base64, ImageSource, InputError};
+use crate::input::request::{check_image_count, image_source, ImageDeclaration, OneOrMany};
 use crate::pipeline::check_task;
-use crate::tasks::{Choice, CommonOptions, Task};
-
-/// How an image is given.
-#[derive(Clone, Copy, Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ImageType {
-    /// An image file, base64 (a `data:` prefix is allowed).
-    Base64,
-    /// An image fetched by the server.
-    Url,
-    /// Base64 of a pickled or `.npy` H×W×3 uint8 BGR array.
-    Numpy,
-}
-
-/// One image declaration: `{"type": "base64" | "url" | "numpy", "value": ...}`.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct ImageDeclaration {
-    #[serde(rename = "type")]
-    #[schema(value_type = ImageType)]
-    pub kind: Choice<ImageType>,
-    /// The image: base64 text (a `data:` prefix is allowed) or the URL.
-    #[serde(default)]
-    #[schema(value_type = String, required = true)]
-    pub value: Option<Value>,
-}
-
-/// One item, or a list of them (answered with a list, in order).
-#[derive(Debug)]
-pub enum OneOrMany<T> {
-    One(T),
-    Many(Vec<T>),
-}
-
-impl<'de, T: DeserializeOwned> Deserialize<'de> for OneOrMany<T> {
-    // By hand, not `untagged`: an error inside one image must keep its own message.
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        use serde::de::Error as _;
-        match Value::deserialize(deserializer)? {
-            Value::Array(items) => items
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| T::deserialize(v).map_err(|e| D::Error::custom(format!("item {i}: {e}"))))
-                .collect::<Result<_, _>>()
-                .map(OneOrMany::Many),
-            one => T::deserialize(one).map(OneOrMany::One).map_err(D::Error::custom),
-        }
-    }
-}
-
-impl<T> OneOrMany<T> {
-    /// The items, and whether they came as a list.
-    pub fn into_vec(self) -> (Vec<T>, bool) {
-        match self {
-            OneOrMany::One(one) => (vec![one], false),
-            OneOrMany::Many(many) => (many, true),
-        }
-    }
-}
+use crate::tasks::{CommonOptions, Task};
 
 /// The body of every `/infer/<task>` route: Roboflow's request fields, those every task shares,
 /// and (in the same object) the task's own options. Unknown fields are ignored.
@@ -122,69 +65,6 @@ struct InferBody<O> {
 /// Parses a JSON body into `T`, answering 422 with the reason when it does not fit.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::Unprocessable(format!("Invalid request body: {e}")))
-}
-
-/// Refuses a body whose `image` list is longer than `max` before the body is parsed into
-/// values: parsing materialises every element (twice, with the task's flattened options), and a
-/// million-element list of tiny images took hundreds of MB. The count skips the elements
-/// without allocating. A body that does not parse is left to `parse_json` to report.
-pub fn check_image_count(body: &[u8], max: usize) -> Result<(), ApiError> {
-    /// How many images `image` holds (1 unless it is a list).
-    struct Count(usize);
-    impl<'de> Deserialize<'de> for Count {
-        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-            struct Visit;
-            impl<'de> serde::de::Visitor<'de> for Visit {
-                type Value = Count;
-                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                    f.write_str("an image or a list of images")
-                }
-                fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Count, A::Error> {
-                    let mut n = 0;
-                    while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
-                        n += 1;
-                    }
-                    Ok(Count(n))
-                }
-                fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Count, A::Error> {
-                    serde::de::IgnoredAny::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-                    Ok(Count(1))
-                }
-                fn visit_str<E>(self, _: &str) -> Result<Count, E> {
-                    Ok(Count(1))
-                }
-            }
-            deserializer.deserialize_any(Visit)
-        }
-    }
-    #[derive(Deserialize)]
-    struct Peek {
-        #[serde(default)]
-        image: Option<Count>,
-    }
-    match serde_json::from_slice::<Peek>(body) {
-        Ok(Peek {
-            image: Some(Count(got)),
-        }) if got > max => Err(InputError::TooManyImages { got, max }.into()),
-        _ => Ok(()),
-    }
-}
-
-/// Turns an image declaration into a source of bytes.
-pub fn image_source(decl: ImageDeclaration) -> Result<ImageSource, InputError> {
-    let kind = decl
-        .kind
-        .resolve(true)
-        .map_err(|raw| InputError::UnknownType(raw.as_str().map_or_else(|| raw.to_string(), str::to_string)))?;
-    let text = match decl.value {
-        Some(Value::String(s)) => s,
-        _ => return Err(InputError::MissingValue),
-    };
-    match kind {
-        ImageType::Base64 => Ok(ImageSource::Encoded(decode_base64(&text)?)),
-        ImageType::Url => Ok(ImageSource::Url(text)),
-        ImageType::Numpy => Ok(ImageSource::Numpy(decode_base64(&text)?)),
-    }
 }
 
 /// One response for one image, an array for a list (in order).
@@ -286,25 +166,4 @@ pub async fn custom(
         .custom(&caller, &route, model, sources, params, inference_id)
         .await?;
     Ok(Json(response).into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_image_lists_are_counted_without_parsing_them() {
-        let list = |n: usize| {
-            format!(
-                r#"{{"model_id": "m/1", "image": [{}]}}"#,
-                vec![r#"{"type": "url", "value": "x"}"#; n].join(",")
-            )
-        };
-        assert!(check_image_count(list(64).as_bytes(), 64).is_ok());
-        let err = check_image_count(list(65).as_bytes(), 64).unwrap_err().to_string();
-        assert!(err.contains("65"), "{err}");
-        assert!(check_image_count(br#"{"image": {"type": "url", "value": "x"}}"#, 1).is_ok());
-        // Malformed bodies are left to the parser to report.
-        assert!(check_image_count(b"{not json", 1).is_ok());
-    }
 }

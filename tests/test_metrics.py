@@ -125,6 +125,15 @@ def test_metrics_move_after_an_inference(server):
     assert delta("inference_plugin_seconds_count", model="shapes-detect/1") == 2
     assert delta("inference_model_seconds_count", model="shapes-detect/1") >= 2
     assert delta("inference_model_seconds_sum", model="shapes-detect/1") > 0
+    # A plugin call split into its stages: in the guest before the run, the run, after it; together
+    # no longer than the call.
+    stages = {st: delta("inference_plugin_stage_seconds_sum", model="shapes-detect/1", stage=st)
+              for st in ("pre", "run", "post")}
+    for st in stages:
+        assert delta("inference_plugin_stage_seconds_count", model="shapes-detect/1", stage=st) == 2, st
+        assert stages[st] > 0, stages
+    assert sum(stages.values()) <= delta("inference_plugin_seconds_sum", model="shapes-detect/1"), stages
+    assert stages["run"] >= delta("inference_model_seconds_sum", model="shapes-detect/1") * 0.99, stages
     assert value(after, "inference_models_loaded") >= 1
     assert ("inference_in_flight_requests", frozenset()) in after  # this scrape itself is in flight
     # Routes are templates: no raw path (and so no unknown model id) becomes a label.

@@ -15,6 +15,7 @@ pub const IN_FLIGHT: &str = "inference_in_flight_requests";
 pub const QUEUE_SECONDS: &str = "inference_queue_seconds";
 pub const DECODE_SECONDS: &str = "inference_decode_seconds";
 pub const PLUGIN_SECONDS: &str = "inference_plugin_seconds";
+pub const PLUGIN_STAGE_SECONDS: &str = "inference_plugin_stage_seconds";
 pub const MODEL_SECONDS: &str = "inference_model_seconds";
 pub const MODELS_LOADED: &str = "inference_models_loaded";
 pub const PLUGIN_TRAPS: &str = "inference_plugin_traps_total";
@@ -108,6 +109,13 @@ fn describe() {
         PLUGIN_SECONDS,
         Unit::Seconds,
         "Time of a plugin call (pre-processing, model runs, post-processing), by model and plugin"
+    );
+    describe_histogram!(
+        PLUGIN_STAGE_SECONDS,
+        Unit::Seconds,
+        "Time of a plugin call's stages, by model: pre (instantiation, pixels into the guest, pre-processing, \
+         input tensors out), run (its ONNX Runtime runs, waits for a batch included), post (outputs decoded, \
+         results out of the guest)"
     );
     describe_histogram!(MODEL_SECONDS, Unit::Seconds, "Time of one ONNX Runtime run, by model");
     describe_gauge!(MODELS_LOADED, "Models loaded now");
@@ -215,6 +223,14 @@ pub fn record_decode(took: Duration) {
 pub fn record_plugin(model: &str, plugin: &str, took: Duration) {
     metrics::histogram!(PLUGIN_SECONDS, "model" => model.to_string(), "plugin" => plugin.to_string())
         .record(took.as_secs_f64());
+}
+
+/// The stages of one plugin call that ran `model` (see `PLUGIN_STAGE_SECONDS`).
+pub fn record_plugin_stages(model: &str, pre: Duration, run: Duration, post: Duration) {
+    for (stage, took) in [("pre", pre), ("run", run), ("post", post)] {
+        metrics::histogram!(PLUGIN_STAGE_SECONDS, "model" => model.to_string(), "stage" => stage)
+            .record(took.as_secs_f64());
+    }
 }
 
 /// One model download attempt from a source of `kind` (`http`, `s3`, `roboflow`...).

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use ort::session::builder::GraphOptimizationLevel;
@@ -381,16 +381,52 @@ fn from_ort_value(value: &DynValue) -> Result<Tensor> {
     Ok(Tensor { dimensions, ty, data })
 }
 
-/// The wasi-nn view of a model for one plugin call. Counts the runs it starts so the host
-/// can cap them per call.
+/// What one plugin call did with its graph: the runs it started (capped per call), and when, so
+/// the host can tell the call's time in the guest from its time in ONNX Runtime.
+#[derive(Default)]
+pub struct CallRuns {
+    count: AtomicUsize,
+    span: Mutex<RunSpan>,
+}
+
+/// When a call's model runs happened.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunSpan {
+    /// When the first run was asked for: the guest's pre-processing was done.
+    pub first_started: Option<Instant>,
+    /// When the last run's outputs were handed to the guest.
+    pub last_ended: Option<Instant>,
+    /// Time inside runs, waits for a batch or a run slot included.
+    pub in_runs: Duration,
+}
+
+impl CallRuns {
+    /// Runs started so far.
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    pub fn span(&self) -> RunSpan {
+        *self.span.lock()
+    }
+
+    fn record(&self, started: Instant, ended: Instant) {
+        let mut span = self.span.lock();
+        span.first_started.get_or_insert(started);
+        span.last_ended = Some(ended);
+        span.in_runs += ended - started;
+    }
+}
+
+/// The wasi-nn view of a model for one plugin call.
 pub struct CallGraph {
     model: Arc<OnnxModel>,
-    runs: Arc<AtomicUsize>,
+    runs: Arc<CallRuns>,
     max_runs: usize,
 }
 
 impl CallGraph {
-    pub fn graph(model: Arc<OnnxModel>, runs: Arc<AtomicUsize>, max_runs: usize) -> Graph {
+    pub fn graph(model: Arc<OnnxModel>, runs: Arc<CallRuns>, max_runs: usize) -> Graph {
         let graph: Box<dyn BackendGraph> = Box::new(Self { model, runs, max_runs });
         graph.into()
     }
@@ -409,7 +445,7 @@ impl BackendGraph for CallGraph {
 
 struct CallContext {
     model: Arc<OnnxModel>,
-    runs: Arc<AtomicUsize>,
+    runs: Arc<CallRuns>,
     max_runs: usize,
 }
 
@@ -424,15 +460,17 @@ impl BackendExecutionContext for CallContext {
 
     fn compute(&mut self, inputs: Option<Vec<NamedTensor>>) -> Result<Option<Vec<NamedTensor>>, BackendError> {
         let inputs = inputs.ok_or_else(|| unsupported("compute without inputs"))?;
-        let n = self.runs.fetch_add(1, Ordering::Relaxed) + 1;
+        let n = self.runs.count.fetch_add(1, Ordering::Relaxed) + 1;
         if n > self.max_runs {
             return Err(BackendError::BackendAccess(wasmtime::format_err!(
                 "model run limit reached: at most {} runs per call",
                 self.max_runs
             )));
         }
-        self.model
-            .run(inputs)
+        let started = Instant::now();
+        let outputs = self.model.run(inputs);
+        self.runs.record(started, Instant::now());
+        outputs
             .map(Some)
             .map_err(|e| BackendError::BackendAccess(wasmtime::format_err!("{e:#}")))
     }
@@ -647,7 +685,7 @@ mod tests {
             max_queue_delay: std::time::Duration::ZERO,
         };
         let model = OnnxModel::load(&fixture("tests/fixtures/models/shapes-detect.onnx"), options).unwrap();
-        let runs = Arc::new(AtomicUsize::new(0));
+        let runs = Arc::new(CallRuns::default());
         let graph = CallGraph::graph(model, runs.clone(), 1);
         let registry = CallRegistry::new("shapes/1".into(), graph);
         assert!(registry.get("shapes/1").is_some());
@@ -662,8 +700,12 @@ mod tests {
             }]
         };
         assert!(ctx.compute_with_io(input()).is_ok());
+        let span = runs.span();
+        let (first, last) = (span.first_started.unwrap(), span.last_ended.unwrap());
+        assert!(last > first && span.in_runs == last - first, "{span:?}");
         let second = ctx.compute_with_io(input());
         assert!(second.is_err(), "the second run must exceed the budget of 1");
-        assert_eq!(runs.load(Ordering::Relaxed), 2);
+        assert_eq!(runs.count(), 2);
+        assert_eq!(runs.span().in_runs, span.in_runs, "a refused run is not timed");
     }
 }

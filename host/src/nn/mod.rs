@@ -4,5 +4,5 @@ pub mod batch;
 pub mod graph;
 pub mod runtime;
 
-pub use graph::{CallGraph, CallRegistry, ModelSignature, OnnxModel, SessionOptions};
+pub use graph::{CallGraph, CallRegistry, CallRuns, ModelSignature, OnnxModel, SessionOptions};
 pub use runtime::Device;

@@ -2,7 +2,6 @@
 //! model's graph, the pixels lent to the guest, the world's export invoked (by the caller, which
 //! knows the world's bindings), and the outcome checked and accounted.
 
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use wasmtime::Store;
@@ -65,10 +64,15 @@ impl LoadedPlugin {
                 },
                 message: e.message,
             })?;
+        let ended = Instant::now();
+        let span = call.runs.span();
+        if let (Some(first), Some(last)) = (span.first_started, span.last_ended) {
+            crate::metrics::record_plugin_stages(&model.description.id, first - started, span.in_runs, ended - last);
+        }
         Ok(CallOutcome {
             value,
-            elapsed: started.elapsed(),
-            model_runs: call.runs.load(Ordering::Relaxed),
+            elapsed: ended - started,
+            model_runs: call.runs.count(),
         })
     }
 

@@ -2,7 +2,6 @@
 //! call with a memory cap and a wall-clock deadline, and only the capabilities plugins need.
 
 use std::path::Path;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +18,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_nn::wit::WasiNnView;
 use wasmtime_wasi_nn::{Graph, Registry};
 
-use crate::nn::{CallGraph, CallRegistry, OnnxModel};
+use crate::nn::{CallGraph, CallRegistry, CallRuns, OnnxModel};
 
 /// How often the epoch advances; deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -78,7 +77,7 @@ const STDERR_CAPACITY: usize = 8 << 10;
 pub struct CallStore {
     pub store: Store<CallState>,
     /// Model runs the call started.
-    pub runs: Arc<AtomicUsize>,
+    pub runs: Arc<CallRuns>,
     pub stderr: MemoryOutputPipe,
 }
 
@@ -176,7 +175,7 @@ impl PluginRuntime {
 
     /// A fresh store for one call, with `model` registered as the graph named `graph_name`.
     pub fn store(&self, limits: &CallLimits, graph_name: &str, model: Arc<OnnxModel>) -> CallStore {
-        let runs = Arc::new(AtomicUsize::new(0));
+        let runs = Arc::new(CallRuns::default());
         let graph: Graph = CallGraph::graph(model, runs.clone(), limits.max_model_runs);
         let registry = Registry::from(CallRegistry::new(graph_name.to_string(), graph));
         // The plugin's stderr is kept (capped) so a panic message can explain a trap.

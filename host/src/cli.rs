@@ -114,6 +114,9 @@ pub struct ServeArgs {
     /// Read timeouts, the connection cap, shutdown.
     #[command(flatten)]
     pub connections: ConnectionArgs,
+    /// The cache of workflows fetched from Roboflow.
+    #[command(flatten)]
+    pub workflows: WorkflowArgs,
     /// ONNX Runtime shared library; default: ORT_DYLIB_PATH, else the one beside the executable.
     #[arg(long)]
     pub ort_library: Option<PathBuf>,
@@ -225,6 +228,16 @@ pub struct ConnectionArgs {
     /// then the server exits.
     #[arg(long, env = "INFERENCE_SHUTDOWN_TIMEOUT", default_value = "10", value_parser = parse_seconds)]
     pub shutdown_timeout: Duration,
+}
+
+/// How long a workflow definition fetched from Roboflow is used before asking again.
+#[derive(Debug, Args, Clone)]
+pub struct WorkflowArgs {
+    /// Seconds a workflow definition fetched from Roboflow's API is used before it is asked for
+    /// again (Roboflow's WORKFLOWS_DEFINITION_CACHE_EXPIRY); the cached copy still serves while the
+    /// API cannot be reached.
+    #[arg(long, env = "WORKFLOWS_DEFINITION_CACHE_EXPIRY", default_value = "900", value_parser = parse_seconds)]
+    pub workflow_definition_cache_ttl: Duration,
 }
 
 /// Seconds, fractions allowed (`2`, `0.5`).

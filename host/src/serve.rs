@@ -22,7 +22,7 @@ use crate::plugins::{CallLimits, PluginRegistry, PluginRuntime};
 use crate::server::{self, AppState};
 use crate::tasks;
 use crate::tenants::{Gate, QuotaStore};
-use crate::workflows::{RoboflowSource, StoredWorkflows, Workflows};
+use crate::workflows::{RoboflowSource, RunLimits, StoredWorkflows, Workflows};
 
 fn default_plugins_dir() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot locate the running executable")?;
@@ -150,8 +150,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// The workflow service: `--workflows-dir`, and Roboflow's API (the one models come from) for
-/// the stored workflows it lacks.
+/// The workflow service: `--workflows-dir`, Roboflow's API (the one models come from) for the
+/// stored workflows it lacks, and the run limits.
 fn workflows_service(args: &ServeArgs, sources: &ModelSources, cache_dir: Option<&Path>) -> Workflows {
     let w = &args.workflows;
     let mut stored = StoredWorkflows::new(args.workflows_dir.clone());
@@ -164,7 +164,11 @@ fn workflows_service(args: &ServeArgs, sources: &ModelSources, cache_dir: Option
             ttl: w.workflow_definition_cache_ttl,
         });
     }
-    Workflows::new(None).with_stored(stored)
+    Workflows::new(None).with_stored(stored).with_limits(RunLimits {
+        timeout: Duration::from_millis(w.workflow_timeout_ms),
+        max_images: w.workflow_max_images as usize,
+        max_output_bytes: w.workflow_max_output_bytes as usize,
+    })
 }
 
 /// Graceful drain, on SIGTERM (or Ctrl-C): `/readiness` answers 503 at once, while new

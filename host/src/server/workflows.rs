@@ -116,8 +116,9 @@ async fn run_definition(
         .unwrap_or_default();
     let caller = with_body_key(caller, body);
     let graph = state.workflows.compile(definition)?;
-    let response = workflows::run(&graph, &state.pipeline, &caller, &inputs, &excluded).await?;
-    Ok(Json(response).into_response())
+    let limits = state.workflows.limits.for_caller(&caller);
+    let response = workflows::run(&graph, &state.pipeline, &caller, &inputs, &excluded, &limits).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], response).into_response())
 }
 
 /// The body's `api_key`, which wins over an `Authorization: Bearer` key.
@@ -140,8 +141,10 @@ fn with_body_key(caller: Caller, body: &Map<String, Value>) -> Caller {
         (status = 200, description = "The outputs, one entry per input image", body = Object),
         (status = 400, description = "The definition or an input is invalid (Roboflow's workflow error body)", body = super::error::ErrorBody),
         (status = 422, description = "The body lacks `inputs` or `specification`", body = super::error::ErrorBody),
+        (status = 413, description = "The run holds more images, or answers more bytes, than its limits", body = super::error::ErrorBody),
         (status = 500, description = "A step failed (StepExecutionError)", body = super::error::ErrorBody),
         (status = 503, description = "A model is overloaded or unavailable", body = super::error::ErrorBody),
+        (status = 504, description = "The run went past its deadline", body = super::error::ErrorBody),
     ),
 )]
 pub async fn run(
@@ -196,11 +199,12 @@ async fn stored(
         (status = 401, description = "Roboflow refused the api_key", body = super::error::ErrorBody),
         (status = 403, description = "Roboflow says the api_key may not have this workflow", body = super::error::ErrorBody),
         (status = 404, description = "No such stored workflow", body = super::error::ErrorBody),
+        (status = 413, description = "The run holds more images, or answers more bytes, than its limits", body = super::error::ErrorBody),
         (status = 422, description = "The body is not a JSON object of the right shape", body = super::error::ErrorBody),
         (status = 500, description = "A step failed (StepExecutionError)", body = super::error::ErrorBody),
         (status = 502, description = "Roboflow's API gave a malformed or failed answer", body = super::error::ErrorBody),
         (status = 503, description = "A model is overloaded or unavailable, or Roboflow's API cannot be reached (and no cached copy)", body = super::error::ErrorBody),
-        (status = 504, description = "Roboflow's API timed out", body = super::error::ErrorBody),
+        (status = 504, description = "The run went past its deadline, or Roboflow's API timed out", body = super::error::ErrorBody),
     ),
 )]
 pub async fn run_stored(

@@ -1,13 +1,14 @@
 //! Roboflow Workflows (execution engine 1.17 as `inference` 1.8.3 serves it): a JSON definition
 //! of inputs, steps (blocks) and outputs, compiled once into a validated graph (`compile`) and
 //! run with independent steps concurrently (`execute`), model steps going through the pipeline
-//! as `/infer` does. The blocks live in `blocks`, one module each with its manifest; stored
-//! workflows come from a directory or Roboflow's API (`stored`).
+//! as `/infer` does, within the run's `limits`. The blocks live in `blocks`, one module each with
+//! its manifest; stored workflows come from a directory or Roboflow's API (`stored`).
 
 pub mod blocks;
 mod compile;
 pub mod error;
 mod execute;
+mod limits;
 mod serialize;
 mod stored;
 mod uql;
@@ -21,6 +22,7 @@ use serde_json::{json, Map, Value};
 
 pub use compile::Graph;
 pub use error::WorkflowError;
+pub use limits::RunLimits;
 pub use stored::{RoboflowSource, StoredError, StoredWorkflows, Wanted};
 
 use crate::pipeline::{Caller, Pipeline};
@@ -28,24 +30,32 @@ use crate::pipeline::{Caller, Pipeline};
 /// Compiled definitions kept (by their JSON text), as Roboflow caches its compilations.
 const CACHED_GRAPHS: usize = 256;
 
-/// The workflow service: the compiled-graph cache and the stored workflows.
+/// The workflow service: the compiled-graph cache, the stored workflows and the run limits.
 pub struct Workflows {
     /// `--workflows-dir`, and Roboflow's API for the workflows it does not hold.
     pub stored: StoredWorkflows,
+    /// The server's run limits (each tenant's may tighten them).
+    pub limits: RunLimits,
     cache: parking_lot::Mutex<HashMap<String, Arc<Graph>>>,
 }
 
 impl Workflows {
-    /// Stored workflows from `<dir>/<workspace>/<workflow_id>.json` only.
+    /// Stored workflows from `<dir>/<workspace>/<workflow_id>.json` only, default limits.
     pub fn new(dir: Option<PathBuf>) -> Self {
         Self {
             stored: StoredWorkflows::new(dir),
+            limits: RunLimits::default(),
             cache: Default::default(),
         }
     }
 
     pub fn with_stored(mut self, stored: StoredWorkflows) -> Self {
         self.stored = stored;
+        self
+    }
+
+    pub fn with_limits(mut self, limits: RunLimits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -65,22 +75,24 @@ impl Workflows {
     }
 }
 
-/// Runs `graph` on `inputs`: Roboflow's response body, `{"outputs": [...], "profiler_trace": []}`,
-/// without the `excluded` output names.
+/// Runs `graph` on `inputs` within `limits` (the caller's, see `RunLimits::for_caller`):
+/// Roboflow's response body, `{"outputs": [...], "profiler_trace": []}`, without the `excluded`
+/// output names, as JSON bytes.
 pub async fn run(
     graph: &Graph,
     pipeline: &Pipeline,
     caller: &Caller,
     inputs: &Map<String, Value>,
     excluded: &[String],
-) -> Result<Value, WorkflowError> {
-    let mut outputs = execute::run(graph, pipeline, caller, inputs).await?;
+    limits: &RunLimits,
+) -> Result<Vec<u8>, WorkflowError> {
+    let mut outputs = execute::run(graph, pipeline, caller, inputs, limits).await?;
     for o in &mut outputs {
         for name in excluded {
             o.shift_remove(name);
         }
     }
-    Ok(json!({"outputs": outputs, "profiler_trace": []}))
+    limits::to_json_within(&json!({"outputs": outputs, "profiler_trace": []}), limits)
 }
 
 /// `/workflows/describe_interface`: the inputs' and outputs' kinds.

@@ -7,7 +7,11 @@ internet):
   `{"ort": {"model": <signed URL>, "environment": <URL>, "classes": [...], "type": ...,
   "modelType": ..., "keypoints_metadata": ...}}`, a wrong api key 401 and an unknown model
   404 with Roboflow's error body `{"error": {"message": ...}}`; the URLs it hands out serve
-  the ONNX file and the environment JSON.
+  the ONNX file and the environment JSON. It also serves stored workflows by Roboflow's protocol
+  (`get_workflow_specification` in `inference/core/roboflow_api.py`):
+  `GET /{workspace}/workflows/{workflow_id}?api_key=…[&workflow_version=…]` answers
+  `{"workflow": {"id": …, "name": …, "url": …, "config": "<JSON text of {\"specification\": …}>"}}`,
+  a missing or wrong key 401, a key whose workspace may not have it 403, an unknown workflow 404.
 * `ModelStoreDouble` is an operator's HTTP model store: `<prefix>/<project>/<version>/
   manifest.json` listing each file with size and sha256, and the files beside it.
 
@@ -130,6 +134,7 @@ class RoboflowDouble(_Double):
 
     def __init__(self, models: dict | None = None, keys=("rf-test-key",), grants: dict | None = None):
         self.models = models if models is not None else {}
+        self.workflows: dict = {}  # "workspace/workflow_id" -> {"specification": ..., "versions": {...}}
         self.keys = None if keys is None else set(keys)
         self.grants = grants if grants is not None else {}
         self.keys_seen: list = []  # every api_key the server sent, to check which key it used
@@ -139,6 +144,35 @@ class RoboflowDouble(_Double):
         self.models[model_id] = {"file": file, "type": task, "modelType": "yolov8n",
                                  "classes": ["circle", "square", "triangle"],
                                  "environment": SHAPES_ENVIRONMENT}
+
+    def add_workflow(self, workspace: str, workflow_id: str, specification: dict, versions: dict | None = None):
+        """A stored workflow; `versions` maps a workflow_version to its own specification. Who may
+        have it is in `grants` under "workspace/workflow_id", as for models."""
+        self.workflows[f"{workspace}/{workflow_id}"] = {"specification": specification, "versions": versions or {}}
+
+    @staticmethod
+    def workflow_path(workspace: str, workflow_id: str) -> str:
+        return f"/{workspace}/workflows/{workflow_id}"
+
+    def workflow_answer(self, workspace: str, workflow_id: str, query: dict):
+        key = query.get("api_key")
+        self.keys_seen.append(key)
+        name = f"{workspace}/{workflow_id}"
+        if not key or (self.keys is not None and key not in self.keys):
+            return _json(401, {"error": {"message": "This API key does not exist (or has been revoked).",
+                                         "type": "OAuthException", "hint": "You may retrieve your API key via the "
+                                         "Roboflow Dashboard."}})
+        if name in self.grants and key not in self.grants[name]:
+            return _json(403, {"error": {"message": f"Forbidden: this api_key's workspace has no access to {name}",
+                                         "type": "OAuthException"}})
+        workflow = self.workflows.get(name)
+        version = query.get("workflow_version")
+        if workflow is None or (version is not None and version not in workflow["versions"]):
+            return _json(404, {"error": {"message": f"Workflow {name} not found", "type": "NotFoundException"}})
+        spec = workflow["versions"][version] if version is not None else workflow["specification"]
+        config = {"specification": spec, "editor": {"layout": "auto"}}
+        return _json(200, {"workflow": {"id": f"wf-{workspace}-{workflow_id}", "name": workflow_id,
+                                        "url": workflow_id, "config": json.dumps(config)}})
 
     @staticmethod
     def model_path(model_id: str) -> str:
@@ -173,6 +207,8 @@ class RoboflowDouble(_Double):
             if "keypoints_metadata" in model:
                 ort["keypoints_metadata"] = model["keypoints_metadata"]
             return _json(200, {"ort": ort})
+        if len(parts) == 3 and parts[0] != "ort" and parts[1] == "workflows":
+            return self.workflow_answer(parts[0], parts[2], query)
         if len(parts) == 4 and parts[0] == "files":
             model = self.models.get(f"{parts[1]}/{parts[2]}")
             if model is not None and parts[3] == "weights.onnx":

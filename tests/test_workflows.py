@@ -354,11 +354,14 @@ def test_stored_workflows(wf_server, server):
         r = post(wf_server, path, body)
         assert r.status_code == 200, r.text
         compare(r.json(), want, path, {"theirs": 0, "ours": 0, "matched": 0})
+    # Not in the directory: asked of Roboflow's API with the key (here a double that has none).
     r = post(wf_server, "/ws/workflows/missing", body)
     assert r.status_code == 404 and "not found" in r.json()["message"]
-    # Without a workflows directory (Roboflow's offline server answers 503 there).
     r = post(server, "/someworkspace/workflows/some-workflow", body)
-    assert r.status_code == 404 and "--workflows-dir" in r.json()["message"]
+    assert r.status_code == 404 and "Roboflow resource not found" in r.json()["message"]
+    # Without a key there is nothing to ask Roboflow with (tests/test_workflows_roboflow.py has the rest).
+    r = post(server, "/someworkspace/workflows/some-workflow", {"inputs": body["inputs"]})
+    assert r.status_code == 404 and "api_key" in r.json()["message"]
 
 
 def sahi_definition():

@@ -114,6 +114,9 @@ pub struct ServeArgs {
     /// Read timeouts, the connection cap, shutdown.
     #[command(flatten)]
     pub connections: ConnectionArgs,
+    /// Workflow run limits, the cache of workflows fetched from Roboflow.
+    #[command(flatten)]
+    pub workflows: WorkflowArgs,
     /// ONNX Runtime shared library; default: ORT_DYLIB_PATH, else the one beside the executable.
     #[arg(long)]
     pub ort_library: Option<PathBuf>,
@@ -225,6 +228,27 @@ pub struct ConnectionArgs {
     /// then the server exits.
     #[arg(long, env = "INFERENCE_SHUTDOWN_TIMEOUT", default_value = "10", value_parser = parse_seconds)]
     pub shutdown_timeout: Duration,
+}
+
+/// Limits of one workflow run (a tenant's `workflow_*` limits may tighten them), and how long a
+/// workflow definition fetched from Roboflow is used before asking again.
+#[derive(Debug, Args, Clone)]
+pub struct WorkflowArgs {
+    /// Wall-clock limit of a whole workflow run, in milliseconds (beyond it: 504).
+    #[arg(long, env = "INFERENCE_WORKFLOW_TIMEOUT_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub workflow_timeout_ms: u64,
+    /// Most images one workflow run may hold: input images plus the crops, slices and pictures
+    /// its steps make (beyond it: 413).
+    #[arg(long, env = "INFERENCE_WORKFLOW_MAX_IMAGES", default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..))]
+    pub workflow_max_images: u64,
+    /// Largest response of one workflow run, in bytes (beyond it: 413).
+    #[arg(long, env = "INFERENCE_WORKFLOW_MAX_OUTPUT_BYTES", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub workflow_max_output_bytes: u64,
+    /// Seconds a workflow definition fetched from Roboflow's API is used before it is asked for
+    /// again (Roboflow's WORKFLOWS_DEFINITION_CACHE_EXPIRY); the cached copy still serves while the
+    /// API cannot be reached.
+    #[arg(long, env = "WORKFLOWS_DEFINITION_CACHE_EXPIRY", default_value = "900", value_parser = parse_seconds)]
+    pub workflow_definition_cache_ttl: Duration,
 }
 
 /// Seconds, fractions allowed (`2`, `0.5`).

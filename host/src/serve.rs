@@ -2,7 +2,7 @@
 //! until SIGINT/SIGTERM, and draining (`drain`).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +22,7 @@ use crate::plugins::{CallLimits, PluginRegistry, PluginRuntime};
 use crate::server::{self, AppState};
 use crate::tasks;
 use crate::tenants::{Gate, QuotaStore};
+use crate::workflows::{RoboflowSource, RunLimits, StoredWorkflows, Workflows};
 
 fn default_plugins_dir() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot locate the running executable")?;
@@ -56,6 +57,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let cache_dir = args.cache_dir.clone().or_else(default_cache_dir);
     let model_sources = ModelSources::new(&args.sources.config(), cache_dir.as_deref())?;
     tracing::info!(sources = %model_sources.describe(), "model sources");
+    let workflows = workflows_service(&args, &model_sources, cache_dir.as_deref());
     let plugins = PluginRegistry::new(
         plugins_dir.clone(),
         cache_dir.as_ref().map(|d| d.join("plugins")),
@@ -118,7 +120,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         ready: AtomicBool::new(false),
         draining: AtomicBool::new(false),
         gate,
-        workflows: crate::workflows::Workflows::new(args.workflows_dir.clone()),
+        workflows,
     });
     crate::metrics::set_draining(false);
     if let Some(store) = state.gate.as_ref().and_then(|g| g.store.as_ref()) {
@@ -146,6 +148,27 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     server::listen::serve(listener, app, discipline, drain(state.clone(), grace)).await;
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// The workflow service: `--workflows-dir`, Roboflow's API (the one models come from) for the
+/// stored workflows it lacks, and the run limits.
+fn workflows_service(args: &ServeArgs, sources: &ModelSources, cache_dir: Option<&Path>) -> Workflows {
+    let w = &args.workflows;
+    let mut stored = StoredWorkflows::new(args.workflows_dir.clone());
+    if let Some(api) = sources.roboflow_api() {
+        stored = stored.with_roboflow(RoboflowSource {
+            api: api.clone(),
+            client: sources.client().clone(),
+            cache_dir: cache_dir.map(|d| d.join("workflows")),
+            offline: sources.offline(),
+            ttl: w.workflow_definition_cache_ttl,
+        });
+    }
+    Workflows::new(None).with_stored(stored).with_limits(RunLimits {
+        timeout: Duration::from_millis(w.workflow_timeout_ms),
+        max_images: w.workflow_max_images as usize,
+        max_output_bytes: w.workflow_max_output_bytes as usize,
+    })
 }
 
 /// Graceful drain, on SIGTERM (or Ctrl-C): `/readiness` answers 503 at once, while new

@@ -48,7 +48,7 @@ fn device_id() -> String {
 }
 
 /// Roboflow's error text: `{"error": {"message": …}}`, `{"error": "…"}` or `{"message": …}`.
-fn error_message(body: &[u8], api_key: &str) -> String {
+pub fn error_message(body: &[u8], api_key: &str) -> String {
     let from_json = serde_json::from_slice::<Value>(body).ok().and_then(|v| {
         let error = v.get("error");
         error

@@ -94,6 +94,16 @@ impl ModelSources {
         self.cache.as_ref()
     }
 
+    /// Roboflow's API base (ending in `/`), unless `--no-roboflow`.
+    pub fn roboflow_api(&self) -> Option<&Url> {
+        self.roboflow.as_ref()
+    }
+
+    /// The HTTP client downloads use (timeouts, redirects, user agent).
+    pub fn client(&self) -> &reqwest::Client {
+        self.fetcher.client()
+    }
+
     /// One line for the start-up log.
     pub fn describe(&self) -> String {
         let mut parts = vec![match &self.cache {

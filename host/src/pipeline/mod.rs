@@ -92,6 +92,16 @@ impl Caller {
         self
     }
 
+    /// The Roboflow key this caller's downloads (models, stored workflows) use: a tenant's
+    /// configured `roboflow_api_key` (never the key it calls us with), else the request's own.
+    pub fn roboflow_key(&self) -> Option<&str> {
+        match &self.tenant {
+            Some(tenant) => tenant.roboflow_api_key.as_deref(),
+            None => self.api_key.as_deref(),
+        }
+        .filter(|k| !k.is_empty())
+    }
+
     pub fn may_use_model(&self, id: &ModelId) -> bool {
         self.tenant.as_ref().is_none_or(|t| t.may_use_model(id))
     }
@@ -165,13 +175,11 @@ impl Pipeline {
     /// request's key).
     pub async fn model(&self, caller: &Caller, raw_id: &str) -> Result<Arc<LoadedModel>, Error> {
         let id = ModelId::parse(raw_id)?;
-        let key = match &caller.tenant {
-            // Another tenant's model and a model that does not exist get the same answer.
-            Some(tenant) if !tenant.may_use_model(&id) => return Err(Error::hidden_model(&id)),
-            Some(tenant) => tenant.roboflow_api_key.as_deref(),
-            None => caller.api_key.as_deref(),
-        };
-        match self.models.get_with_key(&id, key).await {
+        // Another tenant's model and a model that does not exist get the same answer.
+        if !caller.may_use_model(&id) {
+            return Err(Error::hidden_model(&id));
+        }
+        match self.models.get_with_key(&id, caller.roboflow_key()).await {
             Ok((model, _)) => {
                 if !self.may_have(caller, &id, model.owner.as_deref()).await? {
                     return Err(Error::hidden_model(&id));

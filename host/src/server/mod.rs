@@ -38,7 +38,7 @@ pub struct AppState {
     pub draining: AtomicBool,
     /// Tenants and their keys; `None`: the server runs open.
     pub gate: Option<Arc<Gate>>,
-    /// Workflow definitions compiled, and the stored workflows' directory.
+    /// Workflow definitions compiled, the stored workflows, the run limits.
     pub workflows: crate::workflows::Workflows,
 }
 

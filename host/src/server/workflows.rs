@@ -16,7 +16,8 @@ use serde_json::{json, Map, Value};
 use super::context::Ctx;
 use super::error::ApiError;
 use super::AppState;
-use crate::workflows::{self, StoredError, WorkflowError};
+use crate::pipeline::Caller;
+use crate::workflows::{self, StoredError, Wanted, WorkflowError};
 
 /// A workflow route's failure: Roboflow's workflow error body, or one of ours.
 pub enum Failure {
@@ -24,6 +25,8 @@ pub enum Failure {
     Api(ApiError),
     /// FastAPI's 422 for a body without a required field.
     Missing(&'static str, Value),
+    /// A stored workflow that cannot be had (Roboflow's status and message, passed on).
+    Stored(StoredError),
 }
 
 impl From<WorkflowError> for Failure {
@@ -55,6 +58,20 @@ impl IntoResponse for Failure {
                 (status, Json(e.body())).into_response()
             }
             Failure::Api(e) => e.into_response(),
+            Failure::Stored(e) => match e.status {
+                // Through `ApiError` where it has the status: its logging and headers.
+                401 => ApiError::Unauthorized(e.message).into_response(),
+                403 => ApiError::Forbidden(e.message).into_response(),
+                404 => ApiError::NotFound(e.message).into_response(),
+                503 => ApiError::Unavailable(e.message).into_response(),
+                status => {
+                    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+                    if status.is_server_error() {
+                        tracing::error!(status = status.as_u16(), message = %e.message, "stored workflow failed");
+                    }
+                    (status, Json(json!({"message": e.message}))).into_response()
+                }
+            },
             Failure::Missing(field, input) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 // FastAPI's `detail` as Roboflow answers it, and our `message`.
@@ -97,10 +114,16 @@ async fn run_definition(
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
         .unwrap_or_default();
-    let caller = caller.with_api_key(body.get("api_key").and_then(Value::as_str).map(str::to_string));
+    let caller = with_body_key(caller, body);
     let graph = state.workflows.compile(definition)?;
-    let response = workflows::run(&graph, &state.pipeline, &caller, &inputs, &excluded).await?;
-    Ok(Json(response).into_response())
+    let limits = state.workflows.limits.for_caller(&caller);
+    let response = workflows::run(&graph, &state.pipeline, &caller, &inputs, &excluded, &limits).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], response).into_response())
+}
+
+/// The body's `api_key`, which wins over an `Authorization: Bearer` key.
+fn with_body_key(caller: Caller, body: &Map<String, Value>) -> Caller {
+    caller.with_api_key(body.get("api_key").and_then(Value::as_str).map(str::to_string))
 }
 
 /// `POST /workflows/run` (and the legacy `/infer/workflows`): a definition in the body.
@@ -118,8 +141,10 @@ async fn run_definition(
         (status = 200, description = "The outputs, one entry per input image", body = Object),
         (status = 400, description = "The definition or an input is invalid (Roboflow's workflow error body)", body = super::error::ErrorBody),
         (status = 422, description = "The body lacks `inputs` or `specification`", body = super::error::ErrorBody),
+        (status = 413, description = "The run holds more images, or answers more bytes, than its limits", body = super::error::ErrorBody),
         (status = 500, description = "A step failed (StepExecutionError)", body = super::error::ErrorBody),
         (status = 503, description = "A model is overloaded or unavailable", body = super::error::ErrorBody),
+        (status = 504, description = "The run went past its deadline", body = super::error::ErrorBody),
     ),
 )]
 pub async fn run(
@@ -132,13 +157,23 @@ pub async fn run(
     run_definition(&state, caller, &definition, &body).await
 }
 
-fn stored(state: &AppState, workspace: &str, workflow_id: &str) -> Result<Value, Failure> {
-    state.workflows.stored(workspace, workflow_id).map_err(|e| {
-        Failure::Api(match e {
-            StoredError::NotFound(m) => ApiError::NotFound(m),
-            StoredError::Invalid(m) => ApiError::Internal(m),
-        })
-    })
+/// A stored workflow's definition: from `--workflows-dir`, else from Roboflow's API with the
+/// caller's Roboflow key (the body's `workflow_version_id` and `use_cache` as Roboflow takes them).
+async fn stored(
+    state: &AppState,
+    caller: &Caller,
+    workspace: &str,
+    workflow_id: &str,
+    body: &Map<String, Value>,
+) -> Result<Value, Failure> {
+    let wanted = Wanted {
+        workspace,
+        workflow_id,
+        version: body.get("workflow_version_id").and_then(Value::as_str),
+        api_key: caller.roboflow_key(),
+        use_cache: body.get("use_cache").and_then(Value::as_bool).unwrap_or(true),
+    };
+    state.workflows.stored.get(&wanted).await.map_err(Failure::Stored)
 }
 
 /// `POST /{workspace}/workflows/{workflow_id}` (and the legacy
@@ -148,22 +183,28 @@ fn stored(state: &AppState, workspace: &str, workflow_id: &str) -> Result<Value,
     path = "/{workspace}/workflows/{workflow_id}",
     tag = "workflows",
     summary = "Run a stored workflow",
-    description = "Roboflow's `PredefinedWorkflowInferenceRequest` (`inputs`, `api_key`, `excluded_fields`, `use_cache`). \
-        The definition is read from `--workflows-dir`: `<dir>/<workspace>/<workflow_id>.json` (the definition, \
-        `{\"specification\": …}` or Roboflow's `{\"workflow\": {\"config\": …}}`). Also at \
-        `POST /infer/workflows/{workspace}/{workflow_id}`.",
+    description = "Roboflow's `PredefinedWorkflowInferenceRequest` (`inputs`, `api_key`, `excluded_fields`, `use_cache`, \
+        `workflow_version_id`). The definition is read from `--workflows-dir`: `<dir>/<workspace>/<workflow_id>.json` \
+        (the definition, `{\"specification\": …}` or Roboflow's `{\"workflow\": {\"config\": …}}`); a workflow not \
+        there is fetched from Roboflow's API with the caller's Roboflow key (the request's `api_key`, or a tenant's \
+        `roboflow_api_key`) and cached per key. Also at `POST /infer/workflows/{workspace}/{workflow_id}`.",
     params(
-        ("workspace" = String, Path, description = "The workspace (a directory of --workflows-dir)"),
-        ("workflow_id" = String, Path, description = "The workflow (`<workflow_id>.json` there)"),
+        ("workspace" = String, Path, description = "The workspace (a directory of --workflows-dir, or Roboflow's workspace)"),
+        ("workflow_id" = String, Path, description = "The workflow (`<workflow_id>.json` there, or Roboflow's workflow id)"),
     ),
     request_body(content = Object, content_type = "application/json"),
     responses(
         (status = 200, description = "The outputs, one entry per input image", body = Object),
         (status = 400, description = "The definition or an input is invalid", body = super::error::ErrorBody),
+        (status = 401, description = "Roboflow refused the api_key", body = super::error::ErrorBody),
+        (status = 403, description = "Roboflow says the api_key may not have this workflow", body = super::error::ErrorBody),
         (status = 404, description = "No such stored workflow", body = super::error::ErrorBody),
+        (status = 413, description = "The run holds more images, or answers more bytes, than its limits", body = super::error::ErrorBody),
         (status = 422, description = "The body is not a JSON object of the right shape", body = super::error::ErrorBody),
         (status = 500, description = "A step failed (StepExecutionError)", body = super::error::ErrorBody),
-        (status = 503, description = "A model is overloaded or unavailable", body = super::error::ErrorBody),
+        (status = 502, description = "Roboflow's API gave a malformed or failed answer", body = super::error::ErrorBody),
+        (status = 503, description = "A model is overloaded or unavailable, or Roboflow's API cannot be reached (and no cached copy)", body = super::error::ErrorBody),
+        (status = 504, description = "The run went past its deadline, or Roboflow's API timed out", body = super::error::ErrorBody),
     ),
 )]
 pub async fn run_stored(
@@ -173,7 +214,8 @@ pub async fn run_stored(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Failure> {
     let body = body_object(&body?)?;
-    let definition = stored(&state, &workspace, &workflow_id)?;
+    let caller = with_body_key(caller, &body);
+    let definition = stored(&state, &caller, &workspace, &workflow_id, &body).await?;
     run_definition(&state, caller, &definition, &body).await
 }
 
@@ -227,9 +269,19 @@ pub async fn describe_interface(
 /// `POST /{workspace}/workflows/{workflow_id}/describe_interface`.
 pub async fn describe_stored_interface(
     State(state): State<Arc<AppState>>,
+    Ctx(caller): Ctx,
     Path((workspace, workflow_id)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Failure> {
-    let graph = state.workflows.compile(&stored(&state, &workspace, &workflow_id)?)?;
+    let body = body?;
+    let body = if body.is_empty() {
+        Map::new()
+    } else {
+        body_object(&body)?
+    };
+    let caller = with_body_key(caller, &body);
+    let definition = stored(&state, &caller, &workspace, &workflow_id, &body).await?;
+    let graph = state.workflows.compile(&definition)?;
     Ok(Json(workflows::describe_interface(&graph)).into_response())
 }
 

@@ -42,6 +42,11 @@ pub struct Limits {
     pub plugin_memory_mib: Option<usize>,
     pub max_model_runs: Option<usize>,
     pub output_kib: Option<usize>,
+    /// Per workflow run: wall-clock limit of the whole run, images it may hold (inputs, crops,
+    /// slices, pictures), size of its response.
+    pub workflow_timeout_ms: Option<u64>,
+    pub workflow_max_images: Option<usize>,
+    pub workflow_max_output_bytes: Option<usize>,
 }
 
 impl Limits {
@@ -58,6 +63,9 @@ impl Limits {
             plugin_memory_mib: self.plugin_memory_mib.or(defaults.plugin_memory_mib),
             max_model_runs: self.max_model_runs.or(defaults.max_model_runs),
             output_kib: self.output_kib.or(defaults.output_kib),
+            workflow_timeout_ms: self.workflow_timeout_ms.or(defaults.workflow_timeout_ms),
+            workflow_max_images: self.workflow_max_images.or(defaults.workflow_max_images),
+            workflow_max_output_bytes: self.workflow_max_output_bytes.or(defaults.workflow_max_output_bytes),
         }
     }
 
@@ -77,6 +85,12 @@ impl Limits {
             ("plugin_memory_mib", self.plugin_memory_mib.map(|n| n as u64)),
             ("max_model_runs", self.max_model_runs.map(|n| n as u64)),
             ("output_kib", self.output_kib.map(|n| n as u64)),
+            ("workflow_timeout_ms", self.workflow_timeout_ms),
+            ("workflow_max_images", self.workflow_max_images.map(|n| n as u64)),
+            (
+                "workflow_max_output_bytes",
+                self.workflow_max_output_bytes.map(|n| n as u64),
+            ),
         ]
         .into_iter()
         .find(|(_, v)| *v == Some(0));
@@ -298,6 +312,16 @@ mod tests {
         let t = &parse(&text).unwrap()[0];
         assert_eq!((t.limits.max_batch, t.limits.burst), (Some(2), Some(3)));
         assert_eq!(t.plugins, None);
+        assert!(one("[tenant.limits]\nworkflow_max_images = 0").is_err());
+        let w = &one("[tenant.limits]\nworkflow_timeout_ms = 500\nworkflow_max_output_bytes = 9").unwrap()[0].limits;
+        assert_eq!(
+            (
+                w.workflow_timeout_ms,
+                w.workflow_max_output_bytes,
+                w.workflow_max_images
+            ),
+            (Some(500), Some(9), None)
+        );
     }
 
     #[test]

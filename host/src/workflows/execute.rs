@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use super::blocks::{check_literal, model, Args, Input, Run};
 use super::compile::{Arg, Graph, InputKind, Sel, Step};
 use super::error::WorkflowError;
+use super::limits::{self, RunLimits};
 use super::serialize::serialize;
 use super::value::{Image, Val};
 use crate::input::{self, ImageSource};
@@ -45,15 +46,34 @@ struct Run_<'a> {
 /// What one step produced: its slots per element, and what it skips.
 type StepResult = (Vec<Slot>, Vec<(usize, usize, Option<usize>)>);
 
-/// Runs `graph` on the request's `inputs`; one output object per batch element.
+/// Runs `graph` on the request's `inputs`; one output object per batch element. The run stops
+/// at `limits`' deadline, and as soon as it holds more images than `limits` allow.
 pub async fn run(
     graph: &Graph,
     pipeline: &Pipeline,
     caller: &Caller,
     inputs: &Map<String, Value>,
+    limits: &RunLimits,
 ) -> Result<Vec<Map<String, Value>>, WorkflowError> {
-    let (values, batch) = assemble(graph, pipeline, caller, inputs).await?;
+    let deadline = tokio::time::Instant::now() + limits.timeout;
+    // Counted before decoding: an input over the limit costs nothing.
+    let mut images = input_images(graph, inputs);
+    if images > limits.max_images {
+        return Err(limits::too_many_images(limits, images, None));
+    }
+    let (values, batch) = tokio::time::timeout_at(deadline, assemble(graph, pipeline, caller, inputs))
+        .await
+        .map_err(|_| limits::overtime(limits, &[]))??;
     check_parameters(graph, &values)?;
+    // Every image the run holds, once (steps may hand an image on as it came).
+    // (Addresses: every image stays alive in the run's slots, so none is reused.)
+    let mut seen: HashSet<usize> = values
+        .iter()
+        .flat_map(|v| match v {
+            InputVal::Images(i) => i.iter().map(|i| Arc::as_ptr(i) as usize).collect(),
+            InputVal::Param(_) => Vec::new(),
+        })
+        .collect();
     let mut state = Run_ {
         graph,
         pipeline,
@@ -64,18 +84,66 @@ pub async fn run(
         skips: HashSet::new(),
     };
     for wave in &graph.waves {
-        let results = join_all(wave.iter().map(|&s| state.step(s))).await;
+        let results = tokio::time::timeout_at(deadline, join_all(wave.iter().map(|&s| state.step(s))))
+            .await
+            .map_err(|_| {
+                let steps: Vec<&Step> = wave.iter().map(|&s| &graph.steps[s]).collect();
+                limits::overtime(limits, &steps)
+            })?;
         let mut done = Vec::with_capacity(wave.len());
         for (&s, result) in wave.iter().zip(results) {
             done.push((s, result?));
         }
         for (s, (slots, skips)) in done {
+            for slot in &slots {
+                slot_images(slot, &mut |image| {
+                    if seen.insert(Arc::as_ptr(image) as usize) {
+                        images += 1;
+                    }
+                });
+            }
+            if images > limits.max_images {
+                return Err(limits::too_many_images(limits, images, Some(&graph.steps[s])));
+            }
             state.slots[s] = Some(slots);
             state.skips.extend(skips);
         }
     }
     let state = &state;
     Ok((0..batch).map(|e| state.outputs(e)).collect())
+}
+
+/// How many images the request's image inputs hold (a list: its length).
+fn input_images(graph: &Graph, inputs: &Map<String, Value>) -> usize {
+    graph
+        .inputs
+        .iter()
+        .filter(|d| matches!(d.kind, InputKind::Image))
+        .map(|d| match inputs.get(&d.name) {
+            Some(Value::Array(list)) => list.len(),
+            Some(Value::Null) | None => 0,
+            Some(_) => 1,
+        })
+        .sum()
+}
+
+/// Calls `f` on every image in a step's outputs for one element (crops, slices, pictures).
+fn slot_images(slot: &Slot, f: &mut impl FnMut(&Arc<Image>)) {
+    fn each(v: &Val, f: &mut impl FnMut(&Arc<Image>)) {
+        match v {
+            Val::Image(i) => f(i),
+            Val::List(items) => items.iter().for_each(|v| each(v, f)),
+            Val::Dict(items) => items.iter().for_each(|(_, v)| each(v, f)),
+            Val::Json(_) | Val::Detections(_) => {}
+        }
+    }
+    let items: Vec<&Option<Vec<Val>>> = match slot {
+        Slot::Zero(o) => vec![o],
+        Slot::One(items) => items.iter().collect(),
+    };
+    for v in items.into_iter().flatten().flatten() {
+        each(v, f);
+    }
 }
 
 fn input_error(name: &str, detail: impl std::fmt::Display) -> WorkflowError {

@@ -1,13 +1,16 @@
 //! Roboflow Workflows (execution engine 1.17 as `inference` 1.8.3 serves it): a JSON definition
 //! of inputs, steps (blocks) and outputs, compiled once into a validated graph (`compile`) and
 //! run with independent steps concurrently (`execute`), model steps going through the pipeline
-//! as `/infer` does. The blocks live in `blocks`, one module each with its manifest.
+//! as `/infer` does, within the run's `limits`. The blocks live in `blocks`, one module each with
+//! its manifest; stored workflows come from a directory or Roboflow's API (`stored`).
 
 pub mod blocks;
 mod compile;
 pub mod error;
 mod execute;
+mod limits;
 mod serialize;
+mod stored;
 mod uql;
 mod value;
 
@@ -19,32 +22,41 @@ use serde_json::{json, Map, Value};
 
 pub use compile::Graph;
 pub use error::WorkflowError;
+pub use limits::RunLimits;
+pub use stored::{RoboflowSource, StoredError, StoredWorkflows, Wanted};
 
 use crate::pipeline::{Caller, Pipeline};
 
 /// Compiled definitions kept (by their JSON text), as Roboflow caches its compilations.
 const CACHED_GRAPHS: usize = 256;
 
-/// The workflow service: the compiled-graph cache and the stored workflows' directory.
+/// The workflow service: the compiled-graph cache, the stored workflows and the run limits.
 pub struct Workflows {
-    /// `<dir>/<workspace>/<workflow_id>.json`.
-    pub dir: Option<PathBuf>,
+    /// `--workflows-dir`, and Roboflow's API for the workflows it does not hold.
+    pub stored: StoredWorkflows,
+    /// The server's run limits (each tenant's may tighten them).
+    pub limits: RunLimits,
     cache: parking_lot::Mutex<HashMap<String, Arc<Graph>>>,
 }
 
-/// Why a stored workflow cannot be had.
-#[derive(Debug)]
-pub enum StoredError {
-    NotFound(String),
-    Invalid(String),
-}
-
 impl Workflows {
+    /// Stored workflows from `<dir>/<workspace>/<workflow_id>.json` only, default limits.
     pub fn new(dir: Option<PathBuf>) -> Self {
         Self {
-            dir,
+            stored: StoredWorkflows::new(dir),
+            limits: RunLimits::default(),
             cache: Default::default(),
         }
+    }
+
+    pub fn with_stored(mut self, stored: StoredWorkflows) -> Self {
+        self.stored = stored;
+        self
+    }
+
+    pub fn with_limits(mut self, limits: RunLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The graph of `definition`, compiled once.
@@ -61,60 +73,26 @@ impl Workflows {
         cache.insert(key, graph.clone());
         Ok(graph)
     }
-
-    /// A stored workflow's definition: `<dir>/<workspace>/<workflow_id>.json`, holding the
-    /// definition itself, `{"specification": …}`, or Roboflow's `{"workflow": {"config": "<json>"}}`.
-    pub fn stored(&self, workspace: &str, workflow_id: &str) -> Result<Value, StoredError> {
-        let safe = |s: &str| {
-            !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) && !s.starts_with('.')
-        };
-        if !safe(workspace) || !safe(workflow_id) {
-            return Err(StoredError::NotFound(format!(
-                "Workflow {workspace}/{workflow_id} not found"
-            )));
-        }
-        let Some(dir) = &self.dir else {
-            return Err(StoredError::NotFound(format!(
-                "Workflow {workspace}/{workflow_id} not found: this server has no stored workflows (--workflows-dir)"
-            )));
-        };
-        let path = dir.join(workspace).join(format!("{workflow_id}.json"));
-        let text = std::fs::read_to_string(&path)
-            .map_err(|_| StoredError::NotFound(format!("Workflow {workspace}/{workflow_id} not found")))?;
-        let doc: Value = serde_json::from_str(&text)
-            .map_err(|e| StoredError::Invalid(format!("stored workflow {workspace}/{workflow_id} is not JSON: {e}")))?;
-        specification_of(doc).map_err(StoredError::Invalid)
-    }
 }
 
-/// The definition inside a stored workflow document.
-pub fn specification_of(doc: Value) -> Result<Value, String> {
-    if let Some(config) = doc.pointer("/workflow/config") {
-        let config: Value = match config {
-            Value::String(s) => serde_json::from_str(s).map_err(|e| format!("workflow config is not JSON: {e}"))?,
-            other => other.clone(),
-        };
-        return Ok(config.get("specification").cloned().unwrap_or(config));
-    }
-    Ok(doc.get("specification").cloned().unwrap_or(doc))
-}
-
-/// Runs `graph` on `inputs`: Roboflow's response body, `{"outputs": [...], "profiler_trace": []}`,
-/// without the `excluded` output names.
+/// Runs `graph` on `inputs` within `limits` (the caller's, see `RunLimits::for_caller`):
+/// Roboflow's response body, `{"outputs": [...], "profiler_trace": []}`, without the `excluded`
+/// output names, as JSON bytes.
 pub async fn run(
     graph: &Graph,
     pipeline: &Pipeline,
     caller: &Caller,
     inputs: &Map<String, Value>,
     excluded: &[String],
-) -> Result<Value, WorkflowError> {
-    let mut outputs = execute::run(graph, pipeline, caller, inputs).await?;
+    limits: &RunLimits,
+) -> Result<Vec<u8>, WorkflowError> {
+    let mut outputs = execute::run(graph, pipeline, caller, inputs, limits).await?;
     for o in &mut outputs {
         for name in excluded {
             o.shift_remove(name);
         }
     }
-    Ok(json!({"outputs": outputs, "profiler_trace": []}))
+    limits::to_json_within(&json!({"outputs": outputs, "profiler_trace": []}), limits)
 }
 
 /// `/workflows/describe_interface`: the inputs' and outputs' kinds.

@@ -16,7 +16,8 @@ use serde_json::{json, Map, Value};
 use super::context::Ctx;
 use super::error::ApiError;
 use super::AppState;
-use crate::workflows::{self, StoredError, WorkflowError};
+use crate::pipeline::Caller;
+use crate::workflows::{self, Catalog, Graph, StoredError, WorkflowError};
 
 /// A workflow route's failure: Roboflow's workflow error body, or one of ours.
 pub enum Failure {
@@ -81,6 +82,13 @@ fn required<'a>(body: &'a Map<String, Value>, field: &'static str) -> Result<&'a
         .ok_or_else(|| Failure::Missing(field, Value::Object(body.clone())))
 }
 
+/// `definition` compiled with the custom blocks the caller may use.
+fn compile(state: &AppState, caller: &Caller, definition: &Value) -> Result<Arc<Graph>, WorkflowError> {
+    state
+        .workflows
+        .compile(definition, &Catalog::of(&state.pipeline, caller))
+}
+
 /// Runs `definition` with the body's `inputs` and `excluded_fields`.
 async fn run_definition(
     state: &AppState,
@@ -98,7 +106,7 @@ async fn run_definition(
         .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
         .unwrap_or_default();
     let caller = caller.with_api_key(body.get("api_key").and_then(Value::as_str).map(str::to_string));
-    let graph = state.workflows.compile(definition)?;
+    let graph = compile(state, &caller, definition)?;
     let response = workflows::run(&graph, &state.pipeline, &caller, &inputs, &excluded).await?;
     Ok(Json(response).into_response())
 }
@@ -193,11 +201,12 @@ pub async fn run_stored(
 )]
 pub async fn validate(
     State(state): State<Arc<AppState>>,
+    Ctx(caller): Ctx,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Failure> {
     let definition: Value =
         serde_json::from_slice(&body?).map_err(|e| ApiError::Unprocessable(format!("Invalid request body: {e}")))?;
-    state.workflows.compile(&definition)?;
+    compile(&state, &caller, &definition)?;
     Ok(Json(json!({"status": "ok"})).into_response())
 }
 
@@ -217,19 +226,21 @@ pub async fn validate(
 )]
 pub async fn describe_interface(
     State(state): State<Arc<AppState>>,
+    Ctx(caller): Ctx,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Failure> {
     let body = body_object(&body?)?;
-    let graph = state.workflows.compile(required(&body, "specification")?)?;
+    let graph = compile(&state, &caller, required(&body, "specification")?)?;
     Ok(Json(workflows::describe_interface(&graph)).into_response())
 }
 
 /// `POST /{workspace}/workflows/{workflow_id}/describe_interface`.
 pub async fn describe_stored_interface(
     State(state): State<Arc<AppState>>,
+    Ctx(caller): Ctx,
     Path((workspace, workflow_id)): Path<(String, String)>,
 ) -> Result<Response, Failure> {
-    let graph = state.workflows.compile(&stored(&state, &workspace, &workflow_id)?)?;
+    let graph = compile(&state, &caller, &stored(&state, &workspace, &workflow_id)?)?;
     Ok(Json(workflows::describe_interface(&graph)).into_response())
 }
 
@@ -240,21 +251,27 @@ pub async fn describe_stored_interface(
     tag = "workflows",
     summary = "Describe the workflow blocks",
     description = "Every block's type id and aliases, fields (kinds, defaults), outputs and dimensionality, \
-        generated from the blocks' manifests. Also `POST` (a body with `dynamic_blocks_definitions` is refused: \
-        custom blocks are WebAssembly here).",
+        generated from the blocks' manifests: the built-in blocks, then the custom blocks (WebAssembly plugins, \
+        `block_source` `webassembly_plugin`) the caller may use. Also `POST` (a body with \
+        `dynamic_blocks_definitions` is refused: custom blocks are WebAssembly here).",
     responses((status = 200, description = "The blocks", body = Object)),
 )]
-pub async fn describe_blocks(body: Bytes) -> Result<Response, Failure> {
+pub async fn describe_blocks(
+    State(state): State<Arc<AppState>>,
+    Ctx(caller): Ctx,
+    body: Bytes,
+) -> Result<Response, Failure> {
     if !body.is_empty() {
         let body = body_object(&body)?;
         if body
             .get("dynamic_blocks_definitions")
             .is_some_and(|d| d.as_array().is_some_and(|a| !a.is_empty()))
         {
-            workflows::Workflows::new(None).compile(&json!({"dynamic_blocks_definitions": [{}]}))?;
+            workflows::Workflows::new(None)
+                .compile(&json!({"dynamic_blocks_definitions": [{}]}), &Catalog::default())?;
         }
     }
-    Ok(Json(workflows::describe_blocks()).into_response())
+    Ok(Json(workflows::describe_blocks(&Catalog::of(&state.pipeline, &caller))).into_response())
 }
 
 /// `GET /workflows/execution_engine/versions`.

@@ -62,7 +62,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         plugins_dir.clone(),
         cache_dir.as_ref().map(|d| d.join("plugins")),
         call_limits.clone(),
-        tasks::worlds(),
+        tasks::worlds().with(crate::workflows::block_world()),
     );
     plugins.scan(&runtime);
 

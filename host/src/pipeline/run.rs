@@ -240,6 +240,38 @@ impl Pipeline {
         })
     }
 
+    /// Runs `work` in `plugin` without a model (a workflow block's call): it holds a call slot and
+    /// `cost` bytes of the memory budget (what it copies into the plugin), runs on a blocking
+    /// thread with the plugin's limits tightened by the caller's, and is counted like any call.
+    pub async fn call_without_model<O: Send + 'static>(
+        &self,
+        caller: &Caller,
+        plugin: Arc<LoadedPlugin>,
+        cost: u64,
+        work: impl FnOnce(&LoadedPlugin, &PluginRuntime, &CallLimits) -> Result<O, CallError> + Send + 'static,
+    ) -> Result<O, Error> {
+        let limits = caller.call_limits(&plugin.limits);
+        let _memory = self.memory.reserve(cost)?;
+        let queued = Instant::now();
+        let _slot = self
+            .call_slots
+            .acquire()
+            .await
+            .map_err(|_| Error::Unavailable("server is shutting down".into()))?;
+        metrics::record_queue(queued.elapsed());
+        let started = Instant::now();
+        let (runtime, called) = (self.runtime.clone(), plugin.clone());
+        let value = tokio::task::spawn_blocking(move || work(&called, &runtime, &limits))
+            .await
+            .map_err(|e| Error::Internal(format!("plugin thread failed: {e}")))?
+            .inspect_err(CallError::record)?;
+        // No model: the plugin's own label says what ran.
+        metrics::record_plugin("", plugin.name(), started.elapsed());
+        tracing::debug!(plugin = plugin.name(), request_id = %caller.request_id,
+            plugin_ms = started.elapsed().as_secs_f64() * 1e3, "plugin call without a model done");
+        Ok(value)
+    }
+
     /// The custom-task plugin at `/infer/<route>`, if the caller may use it.
     pub fn custom_plugin(&self, caller: &Caller, route: &str) -> Option<Arc<LoadedPlugin>> {
         self.plugins.by_route(route).filter(|p| caller.may_use_plugin(p.name()))

@@ -1,13 +1,14 @@
 //! One call into a plugin, whatever its world: a fresh store with the call's limits and the
-//! model's graph, the pixels lent to the guest, the world's export invoked (by the caller, which
-//! knows the world's bindings), and the outcome checked and accounted.
+//! model's graph (none for a workflow block), the pixels lent to the guest, the world's export
+//! invoked (by the caller, which knows the world's bindings), and the outcome checked and
+//! accounted.
 
 use std::time::Instant;
 
 use wasmtime::Store;
 
 use super::registry::LoadedPlugin;
-use super::runtime::{CallLimits, CallState, PluginRuntime};
+use super::runtime::{CallLimits, CallState, CallStore, PluginRuntime};
 use super::world::Bound;
 use super::{wit, CallError, CallOutcome, PluginErrorKind};
 use crate::input::RgbImage;
@@ -24,6 +25,10 @@ pub type Invoke<'a, O> = Box<
         + 'a,
 >;
 
+/// Calls a world's export that takes no model (a workflow block's `run`): instantiate, then call.
+pub type Call<'a, O> =
+    Box<dyn FnOnce(&Bound, &mut Store<CallState>) -> wasmtime::Result<Result<O, wit::PluginError>> + 'a>;
+
 impl LoadedPlugin {
     /// Runs `invoke` on `images` with `model`'s graph. Blocking: call from a blocking thread.
     /// The pixels are lent to the call and handed back in `images` when it returns.
@@ -37,7 +42,7 @@ impl LoadedPlugin {
     ) -> Result<CallOutcome<O>, CallError> {
         let started = Instant::now();
         let graph_name = model.description.id.clone();
-        let mut call = runtime.store(limits, &graph_name, model.onnx.clone());
+        let mut call = runtime.store(limits, Some((&graph_name, model.onnx.clone())));
         let info = model_info(&model.description, &graph_name);
         let wit_images: Vec<wit::Image> = images
             .iter_mut()
@@ -53,17 +58,7 @@ impl LoadedPlugin {
         for (image, wit_image) in images.iter_mut().zip(wit_images) {
             image.rgb = wit_image.rgb;
         }
-        let value = result
-            .map_err(|e| CallError::from_trap(self.name(), limits, e, &call))?
-            .map_err(|e| CallError::Plugin {
-                plugin: self.name().to_string(),
-                kind: match e.kind {
-                    wit::ErrorKind::InvalidInput => PluginErrorKind::InvalidInput,
-                    wit::ErrorKind::UnsupportedModel => PluginErrorKind::UnsupportedModel,
-                    wit::ErrorKind::InferenceFailed => PluginErrorKind::InferenceFailed,
-                },
-                message: e.message,
-            })?;
+        let value = self.outcome(limits, result, &call)?;
         let ended = Instant::now();
         let span = call.runs.span();
         if let (Some(first), Some(last)) = (span.first_started, span.last_ended) {
@@ -74,6 +69,44 @@ impl LoadedPlugin {
             elapsed: ended - started,
             model_runs: call.runs.count(),
         })
+    }
+
+    /// Runs `call` with no model: a store with the call's limits and no graph. Blocking.
+    pub fn call_without_model<O>(
+        &self,
+        runtime: &PluginRuntime,
+        limits: &CallLimits,
+        call: Call<'_, O>,
+    ) -> Result<CallOutcome<O>, CallError> {
+        let started = Instant::now();
+        let mut store = runtime.store(limits, None);
+        let result = call(&self.bound, &mut store.store);
+        let value = self.outcome(limits, result, &store)?;
+        Ok(CallOutcome {
+            value,
+            elapsed: started.elapsed(),
+            model_runs: 0,
+        })
+    }
+
+    /// A call's result: a trap (or the deadline) and an error the plugin returned, as call errors.
+    fn outcome<O>(
+        &self,
+        limits: &CallLimits,
+        result: wasmtime::Result<Result<O, wit::PluginError>>,
+        call: &CallStore,
+    ) -> Result<O, CallError> {
+        result
+            .map_err(|e| CallError::from_trap(self.name(), limits, e, call))?
+            .map_err(|e| CallError::Plugin {
+                plugin: self.name().to_string(),
+                kind: match e.kind {
+                    wit::ErrorKind::InvalidInput => PluginErrorKind::InvalidInput,
+                    wit::ErrorKind::UnsupportedModel => PluginErrorKind::UnsupportedModel,
+                    wit::ErrorKind::InferenceFailed => PluginErrorKind::InferenceFailed,
+                },
+                message: e.message,
+            })
     }
 
     /// Checks a typed world's answer: one result per image, and within the output limit per

@@ -1,6 +1,6 @@
 //! A plugin's manifest (`<name>.toml` beside `<name>.wasm`): what it is, which world it
-//! implements, which models it serves (or which route), and its limits. Our own plugins ship
-//! with one too.
+//! implements, which models it serves (or which route, or which workflow block it is), and its
+//! limits. Our own plugins ship with one too.
 
 use std::path::Path;
 use std::time::Duration;
@@ -8,8 +8,12 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::block::BlockSpec;
 use super::world::{World, Worlds};
 use super::CallLimits;
+
+/// The name of the world workflow blocks implement (named here for the manifest's errors).
+const WORKFLOW_BLOCK: &str = "workflow-block";
 
 /// Overrides of the server's per-call limits.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -61,6 +65,9 @@ pub struct Manifest {
     pub description: String,
     #[serde(default)]
     pub models: Option<Claims>,
+    /// The workflow block a `workflow-block` plugin implements.
+    #[serde(default)]
+    pub block: Option<BlockSpec>,
     #[serde(default)]
     pub limits: LimitOverrides,
 }
@@ -115,11 +122,29 @@ impl Manifest {
                 bail!("route {route:?} must be lowercase letters, digits or '_' (at most 64)");
             }
         }
+        match (&world.block, &self.block) {
+            (Some(check), Some(block)) => {
+                block.validate()?;
+                check(block).context("[block]")?;
+            }
+            (Some(_), None) => bail!(
+                "a {} plugin declares its block: [block] with its type, fields and outputs",
+                world.name
+            ),
+            (None, Some(_)) => bail!("[block] is for {} plugins, not {}", WORKFLOW_BLOCK, world.name),
+            (None, None) => {}
+        }
         match (world.routes.first(), &self.route) {
             (Some(task_route), Some(route)) if route != task_route => {
                 bail!("a {} plugin serves /infer/{task_route}, not /infer/{route}", world.name)
             }
-            (None, None) => bail!("a {} plugin must name its route", world.name),
+            (None, Some(_)) if world.is_block() => {
+                bail!(
+                    "a {} plugin is used by its block type in workflows: it has no route",
+                    world.name
+                )
+            }
+            (None, None) if !world.is_block() => bail!("a {} plugin must name its route", world.name),
             (None, Some(route)) if worlds.is_task_route(route) => bail!("route {route:?} belongs to a built-in task"),
             _ => {}
         }
@@ -143,12 +168,11 @@ impl Manifest {
         Ok(())
     }
 
-    /// The route segment after `/infer/`.
-    pub fn route(&self, world: &World) -> String {
+    /// The route segment after `/infer/`; `None` for a workflow block.
+    pub fn route(&self, world: &World) -> Option<String> {
         match (world.routes.first(), &self.route) {
-            (Some(route), _) => route.to_string(),
-            (None, Some(route)) => route.clone(),
-            (None, None) => unreachable!("validated: custom plugins name their route"),
+            (Some(route), _) => Some(route.to_string()),
+            (None, route) => route.clone(),
         }
     }
 
@@ -225,16 +249,28 @@ mod tests {
             World {
                 name: "object-detection",
                 routes: &["object_detection"],
+                block: None,
                 bind: unused,
             },
             World {
                 name: "instance-segmentation",
                 routes: &["instance_segmentation", "segmentation"],
+                block: None,
                 bind: unused,
             },
             World {
                 name: "custom-task",
                 routes: &[],
+                block: None,
+                bind: unused,
+            },
+            World {
+                name: "workflow-block",
+                routes: &[],
+                block: Some(|b| match b.fields.iter().any(|f| f.name == "refused") {
+                    true => bail!("the workflows refuse it"),
+                    false => Ok(()),
+                }),
                 bind: unused,
             },
         ])
@@ -248,7 +284,7 @@ mod tests {
 
     fn route(m: &Manifest) -> String {
         let worlds = worlds();
-        m.route(m.world(&worlds).unwrap())
+        m.route(m.world(&worlds).unwrap()).unwrap_or_default()
     }
 
     #[test]
@@ -275,6 +311,31 @@ mod tests {
             "name = \"c\"\nversion = \"1\"\nworld = \"custom-task\"\nroute = \"x\"\n[models]\narchitectures = [\"a\"]"
         )
         .is_err());
+    }
+
+    #[test]
+    fn blocks_declare_themselves_and_have_no_route() {
+        let block = "[block]\ntype = \"my_org/zone@v1\"\n[[block.outputs]]\nname = \"n\"\nkind = \"integer\"";
+        let m = parse(&format!(
+            "name = \"zone\"\nversion = \"1\"\nworld = \"workflow-block\"\n{block}"
+        ))
+        .unwrap();
+        assert_eq!(m.block.as_ref().map(|b| b.type_id.as_str()), Some("my_org/zone@v1"));
+        assert_eq!(route(&m), "");
+        let err = |text: &str| format!("{:#}", parse(text).unwrap_err());
+        assert!(err("name = \"z\"\nversion = \"1\"\nworld = \"workflow-block\"").contains("[block]"));
+        assert!(err(&format!(
+            "name = \"z\"\nversion = \"1\"\nworld = \"workflow-block\"\nroute = \"z\"\n{block}"
+        ))
+        .contains("no route"));
+        assert!(err(&format!(
+            "name = \"z\"\nversion = \"1\"\nworld = \"custom-task\"\nroute = \"z\"\n{block}"
+        ))
+        .contains("for workflow-block plugins"));
+        assert!(err(&format!(
+            "name = \"z\"\nversion = \"1\"\nworld = \"workflow-block\"\n{block}\n[[block.fields]]\nname = \"refused\""
+        ))
+        .contains("the workflows refuse it"));
     }
 
     #[test]

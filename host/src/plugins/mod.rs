@@ -1,6 +1,7 @@
 //! Plugins: their manifests, the installed set (hot-reloaded, chosen per model), the runtime, and
-//! calls. Which worlds exist and how each is called is registered by `crate::tasks`.
+//! calls (with a model, or without: workflow blocks). Which worlds exist and how each is called is registered by `crate::tasks`.
 
+pub mod block;
 pub mod call;
 pub mod manifest;
 pub mod registry;
@@ -10,6 +11,7 @@ pub mod world;
 
 use std::time::Duration;
 
+pub use block::BlockSpec;
 pub use call::detection_bytes;
 pub use registry::{Chosen, LoadedPlugin, NoPlugin, PluginRegistry, Reason};
 pub use runtime::{CallLimits, CallState, PluginRuntime};

@@ -6,7 +6,7 @@
 //! Task plugins are chosen per model (`choose`): the plugin the model pins, else the one whose
 //! `[models]` claims fit it best (an exact architecture name, then the longest architecture
 //! prefix, then the outputs it decodes), else the world's default (a plugin with no claims).
-//! Custom-task plugins are found by their route.
+//! Custom-task plugins are found by their route, workflow blocks by their block type.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -40,13 +40,22 @@ pub struct LoadedPlugin {
     pub limits: CallLimits,
     /// The component, type-checked against its world (see `World::bind`).
     pub bound: Bound,
-    pub route: String,
+    /// The `/infer/<route>` segment it serves (`None`: a workflow block).
+    pub route: Option<String>,
+    /// Distinguishes this load from any other (of this plugin or another), for caches of what
+    /// was derived from it.
+    pub serial: u64,
     stamp: Stamp,
 }
 
 impl LoadedPlugin {
     pub fn name(&self) -> &str {
         &self.manifest.name
+    }
+
+    /// The workflow block type it implements, if it is a block.
+    pub fn block_type(&self) -> Option<&str> {
+        self.manifest.block.as_ref().map(|b| b.type_id.as_str())
     }
 
     /// Whether it claims models (`[models]`), rather than being its world's default.
@@ -151,8 +160,12 @@ impl PluginRegistry {
             }
             match self.load(runtime, &stem, &manifest_path, &wasm_path, stamp) {
                 Ok(plugin) => {
+                    let serves = match (&plugin.route, plugin.block_type()) {
+                        (Some(route), _) => format!("/infer/{route}"),
+                        (None, block) => format!("workflow block {}", block.unwrap_or_default()),
+                    };
                     tracing::info!(plugin = %plugin.manifest.name, version = %plugin.manifest.version,
-                        world = %plugin.manifest.world, route = %format!("/infer/{}", plugin.route),
+                        world = %plugin.manifest.world, serves = %serves,
                         claims = plugin.claims_models(), "plugin loaded");
                     self.refused.write().remove(&stem);
                     self.plugins.write().insert(stem, Arc::new(plugin));
@@ -195,26 +208,31 @@ impl PluginRegistry {
         let route = manifest.route(&world);
         // One plugin per custom route, one default per task world; family plugins share theirs.
         let clash = |p: &LoadedPlugin| {
-            p.route == route && (!world.is_task() || (manifest.models.is_none() && !p.claims_models()))
+            route.is_some()
+                && p.route == route
+                && (!world.is_task() || (manifest.models.is_none() && !p.claims_models()))
         };
-        if let Some((_, other)) = self
-            .plugins
-            .read()
-            .iter()
-            .find(|(other_stem, p)| other_stem.as_str() != stem && clash(p))
         {
-            anyhow::bail!(
-                "/infer/{route} is already served by plugin {} (a world has one default plugin; the others claim [models])",
-                other.manifest.name
-            );
-        }
-        if let Some((_, other)) = self
-            .plugins
-            .read()
-            .iter()
-            .find(|(other_stem, p)| other_stem.as_str() != stem && p.manifest.name == manifest.name)
-        {
-            anyhow::bail!("plugin name {} is already taken by {}", manifest.name, other.route);
+            let loaded = self.plugins.read();
+            let others = || loaded.iter().filter(|(other_stem, _)| other_stem.as_str() != stem);
+            if let Some((_, other)) = others().find(|(_, p)| clash(p)) {
+                anyhow::bail!(
+                    "/infer/{} is already served by plugin {} (a world has one default plugin; the others claim [models])",
+                    route.unwrap_or_default(),
+                    other.manifest.name
+                );
+            }
+            if let Some((other_stem, _)) = others().find(|(_, p)| p.manifest.name == manifest.name) {
+                anyhow::bail!("plugin name {} is already taken by {other_stem}.toml", manifest.name);
+            }
+            let block = manifest.block.as_ref().map(|b| b.type_id.as_str());
+            if let Some((_, other)) = others().find(|(_, p)| block.is_some() && p.block_type() == block) {
+                anyhow::bail!(
+                    "workflow block {} is already implemented by plugin {}",
+                    block.unwrap_or_default(),
+                    other.manifest.name
+                );
+            }
         }
         let component = runtime.compile(wasm_path, self.cache_dir.as_deref())?;
         let pre = runtime
@@ -223,11 +241,13 @@ impl PluginRegistry {
             .map_err(anyhow::Error::from)?;
         let bound = (world.bind)(pre)
             .with_context(|| format!("{} does not implement the {} world", wasm_path.display(), world.name))?;
+        static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(LoadedPlugin {
             limits: manifest.limits(&self.defaults),
             manifest,
             bound,
             route,
+            serial: SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             stamp,
         })
     }
@@ -237,7 +257,9 @@ impl PluginRegistry {
         self.plugins
             .read()
             .values()
-            .find(|p| p.route == route && self.worlds.get(&p.manifest.world).is_some_and(|w| !w.is_task()))
+            .find(|p| {
+                p.route.as_deref() == Some(route) && self.worlds.get(&p.manifest.world).is_some_and(|w| !w.is_task())
+            })
             .cloned()
     }
 

@@ -16,7 +16,7 @@ use wasmtime::{
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_nn::wit::WasiNnView;
-use wasmtime_wasi_nn::{Graph, Registry};
+use wasmtime_wasi_nn::{Graph, InMemoryRegistry, Registry};
 
 use crate::nn::{CallGraph, CallRegistry, CallRuns, OnnxModel};
 
@@ -173,11 +173,17 @@ impl PluginRuntime {
             .with_context(|| format!("cannot compile plugin {}", path.display()))
     }
 
-    /// A fresh store for one call, with `model` registered as the graph named `graph_name`.
-    pub fn store(&self, limits: &CallLimits, graph_name: &str, model: Arc<OnnxModel>) -> CallStore {
+    /// A fresh store for one call, with `model` registered as the graph named by its first part
+    /// (`None`: no graph at all, for a call without a model).
+    pub fn store(&self, limits: &CallLimits, model: Option<(&str, Arc<OnnxModel>)>) -> CallStore {
         let runs = Arc::new(CallRuns::default());
-        let graph: Graph = CallGraph::graph(model, runs.clone(), limits.max_model_runs);
-        let registry = Registry::from(CallRegistry::new(graph_name.to_string(), graph));
+        let registry = match model {
+            Some((graph_name, model)) => {
+                let graph: Graph = CallGraph::graph(model, runs.clone(), limits.max_model_runs);
+                Registry::from(CallRegistry::new(graph_name.to_string(), graph))
+            }
+            None => Registry::from(InMemoryRegistry::new()),
+        };
         // The plugin's stderr is kept (capped) so a panic message can explain a trap.
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         let state = CallState {

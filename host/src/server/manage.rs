@@ -350,7 +350,8 @@ pub async fn method_not_allowed(method: axum::http::Method) -> ApiError {
     path = "/plugins",
     tag = "service",
     summary = "Installed plugins",
-    description = "Each plugin's name, version, world, route, description and limits, and the plugins directory.",
+    description = "Each plugin's name, version, world, route (null for a workflow block), description, the models it \
+        claims, the workflow block it implements and its limits, and the plugins directory.",
     responses((status = 200, description = "The installed plugins.", body = Object)),
 )]
 pub async fn plugins(State(state): State<Arc<AppState>>, Ctx(caller): Ctx) -> Json<serde_json::Value> {
@@ -365,10 +366,12 @@ pub async fn plugins(State(state): State<Arc<AppState>>, Ctx(caller): Ctx) -> Js
                 "name": p.manifest.name,
                 "version": p.manifest.version,
                 "world": p.manifest.world,
-                "route": format!("/infer/{}", p.route),
+                // A workflow block serves no route: definitions use it by its block type.
+                "route": p.route.as_ref().map(|r| format!("/infer/{r}")),
                 "description": p.manifest.description,
                 // Which models it serves: null for its world's default (and custom-task plugins).
                 "models": p.manifest.models,
+                "block": p.manifest.block,
                 "limits": {
                     "timeout_ms": p.limits.deadline.as_millis() as u64,
                     "memory_mib": p.limits.memory_bytes >> 20,

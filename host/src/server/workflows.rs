@@ -17,7 +17,7 @@ use super::context::Ctx;
 use super::error::ApiError;
 use super::AppState;
 use crate::pipeline::Caller;
-use crate::workflows::{self, StoredError, Wanted, WorkflowError};
+use crate::workflows::{self, Catalog, Graph, StoredError, Wanted, WorkflowError};
 
 /// A workflow route's failure: Roboflow's workflow error body, or one of ours.
 pub enum Failure {
@@ -98,6 +98,13 @@ fn required<'a>(body: &'a Map<String, Value>, field: &'static str) -> Result<&'a
         .ok_or_else(|| Failure::Missing(field, Value::Object(body.clone())))
 }
 
+/// `definition` compiled with the custom blocks the caller may use.
+fn compile(state: &AppState, caller: &Caller, definition: &Value) -> Result<Arc<Graph>, WorkflowError> {
+    state
+        .workflows
+        .compile(definition, &Catalog::of(&state.pipeline, caller))
+}
+
 /// Runs `definition` with the body's `inputs` and `excluded_fields`.
 async fn run_definition(
     state: &AppState,
@@ -115,7 +122,7 @@ async fn run_definition(
         .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
         .unwrap_or_default();
     let caller = with_body_key(caller, body);
-    let graph = state.workflows.compile(definition)?;
+    let graph = compile(state, &caller, definition)?;
     let limits = state.workflows.limits.for_caller(&caller);
     let response = workflows::run(&graph, &state.pipeline, &caller, &inputs, &excluded, &limits).await?;
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], response).into_response())
@@ -235,11 +242,12 @@ pub async fn run_stored(
 )]
 pub async fn validate(
     State(state): State<Arc<AppState>>,
+    Ctx(caller): Ctx,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Failure> {
     let definition: Value =
         serde_json::from_slice(&body?).map_err(|e| ApiError::Unprocessable(format!("Invalid request body: {e}")))?;
-    state.workflows.compile(&definition)?;
+    compile(&state, &caller, &definition)?;
     Ok(Json(json!({"status": "ok"})).into_response())
 }
 
@@ -259,10 +267,11 @@ pub async fn validate(
 )]
 pub async fn describe_interface(
     State(state): State<Arc<AppState>>,
+    Ctx(caller): Ctx,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Failure> {
     let body = body_object(&body?)?;
-    let graph = state.workflows.compile(required(&body, "specification")?)?;
+    let graph = compile(&state, &caller, required(&body, "specification")?)?;
     Ok(Json(workflows::describe_interface(&graph)).into_response())
 }
 
@@ -281,7 +290,7 @@ pub async fn describe_stored_interface(
     };
     let caller = with_body_key(caller, &body);
     let definition = stored(&state, &caller, &workspace, &workflow_id, &body).await?;
-    let graph = state.workflows.compile(&definition)?;
+    let graph = compile(&state, &caller, &definition)?;
     Ok(Json(workflows::describe_interface(&graph)).into_response())
 }
 
@@ -292,21 +301,27 @@ pub async fn describe_stored_interface(
     tag = "workflows",
     summary = "Describe the workflow blocks",
     description = "Every block's type id and aliases, fields (kinds, defaults), outputs and dimensionality, \
-        generated from the blocks' manifests. Also `POST` (a body with `dynamic_blocks_definitions` is refused: \
-        custom blocks are WebAssembly here).",
+        generated from the blocks' manifests: the built-in blocks, then the custom blocks (WebAssembly plugins, \
+        `block_source` `webassembly_plugin`) the caller may use. Also `POST` (a body with \
+        `dynamic_blocks_definitions` is refused: custom blocks are WebAssembly here).",
     responses((status = 200, description = "The blocks", body = Object)),
 )]
-pub async fn describe_blocks(body: Bytes) -> Result<Response, Failure> {
+pub async fn describe_blocks(
+    State(state): State<Arc<AppState>>,
+    Ctx(caller): Ctx,
+    body: Bytes,
+) -> Result<Response, Failure> {
     if !body.is_empty() {
         let body = body_object(&body)?;
         if body
             .get("dynamic_blocks_definitions")
             .is_some_and(|d| d.as_array().is_some_and(|a| !a.is_empty()))
         {
-            workflows::Workflows::new(None).compile(&json!({"dynamic_blocks_definitions": [{}]}))?;
+            workflows::Workflows::new(None)
+                .compile(&json!({"dynamic_blocks_definitions": [{}]}), &Catalog::default())?;
         }
     }
-    Ok(Json(workflows::describe_blocks()).into_response())
+    Ok(Json(workflows::describe_blocks(&Catalog::of(&state.pipeline, &caller))).into_response())
 }
 
 /// `GET /workflows/execution_engine/versions`.

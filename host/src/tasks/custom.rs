@@ -24,6 +24,7 @@ pub fn world() -> World {
     World {
         name: WORLD,
         routes: &[],
+        block: None,
         bind,
     }
 }

@@ -91,6 +91,7 @@ pub fn world_of<T: Task>() -> World {
     World {
         name: T::WORLD,
         routes: T::ROUTES,
+        block: None,
         bind: T::bind,
     }
 }

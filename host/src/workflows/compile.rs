@@ -6,8 +6,10 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value};
 
+use super::blocks::custom::Catalog;
 use super::blocks::{self, check_literal, Input, Manifest};
 use super::error::{self, BlockError, WorkflowError};
+use crate::plugins::LoadedPlugin;
 
 /// The execution engine version we implement (Roboflow's, for `version` checks).
 pub const ENGINE_VERSION: (u64, u64, u64) = (1, 17, 0);
@@ -51,6 +53,8 @@ pub struct Step {
     pub out_level: usize,
     /// No batch input at all (parameters and constants only).
     pub scalar: bool,
+    /// A custom block's plugin, as loaded when the definition was compiled.
+    pub plugin: Option<std::sync::Arc<LoadedPlugin>>,
 }
 
 pub struct OutputDef {
@@ -116,8 +120,8 @@ fn check_version(version: &str) -> Result<(), WorkflowError> {
     ))
 }
 
-/// Parses and validates a definition.
-pub fn compile(def: &Value) -> Result<Graph, WorkflowError> {
+/// Parses and validates a definition; its steps may use the built-in blocks and `catalog`'s.
+pub fn compile(def: &Value, catalog: &Catalog) -> Result<Graph, WorkflowError> {
     let Some(root) = def.as_object() else {
         return Err(WorkflowError::syntax(
             "1 validation error for WorkflowSpecificationV1\n  Input should be a valid dictionary [type=dict_type]"
@@ -133,8 +137,8 @@ pub fn compile(def: &Value) -> Result<Graph, WorkflowError> {
             "DynamicBlockError",
             error::PARSING,
             "This server does not run custom Python blocks (`dynamic_blocks_definitions`): Python code would run \
-             unsandboxed in the server. Write the block as a WebAssembly workflow block instead (see the README, \
-             \"Workflows\" → \"Custom blocks\") and use it by its type id.",
+             unsandboxed in the server. Write the block as a WebAssembly workflow block instead (a component of the workflow-block world, \
+             installed as a plugin: see the README, \"Workflows\" → \"Writing a custom block\") and use it by its type id.",
         ));
     }
     for key in ["version", "inputs", "steps", "outputs"] {
@@ -166,9 +170,9 @@ pub fn compile(def: &Value) -> Result<Graph, WorkflowError> {
     let mut manifests = Vec::new();
     for (i, s) in raw_steps.iter().enumerate() {
         let type_id = s.get("type").and_then(Value::as_str).unwrap_or_default();
-        match blocks::find(type_id) {
+        match blocks::find(type_id).or_else(|| catalog.find(type_id).map(|b| b.manifest)) {
             Some(m) => manifests.push(m),
-            None => return Err(unknown_block(i, step_names[i], type_id)),
+            None => return Err(unknown_block(i, step_names[i], type_id, catalog)),
         }
     }
     check_version(&version)?;
@@ -203,7 +207,10 @@ pub fn compile(def: &Value) -> Result<Graph, WorkflowError> {
     let mut steps = Vec::new();
     let mut parameter_uses = Vec::new();
     for (i, s) in raw_steps.iter().enumerate() {
-        let step = parse_step(i, s.as_object().cloned().unwrap_or_default(), manifests[i], &scope)?;
+        let mut step = parse_step(i, s.as_object().cloned().unwrap_or_default(), manifests[i], &scope)?;
+        if matches!(step.manifest.run, blocks::Run::Custom) {
+            step.plugin = catalog.find(&step.type_id).map(|b| b.plugin.clone());
+        }
         for (field, arg) in &step.args {
             for sel in sels(arg) {
                 if let Sel::Input(n) = sel {
@@ -287,9 +294,10 @@ fn parse_inputs(raw: &[Value]) -> Result<Vec<InputDef>, WorkflowError> {
         .collect()
 }
 
-fn unknown_block(index: usize, name: &str, type_id: &str) -> WorkflowError {
+fn unknown_block(index: usize, name: &str, type_id: &str, catalog: &Catalog) -> WorkflowError {
     let tags = blocks::tags()
-        .iter()
+        .into_iter()
+        .chain(catalog.blocks().iter().map(|b| b.manifest.type_id))
         .map(|t| format!("'{t}'"))
         .collect::<Vec<_>>()
         .join(", ");
@@ -435,16 +443,19 @@ fn parse_step(
     let mut args = Vec::new();
     let mut deps = Vec::new();
     for f in m.fields {
-        let value = match raw.remove(f.name) {
-            Some(v) => v,
+        let (value, defaulted) = match raw.remove(f.name) {
+            Some(v) => (v, false),
             None => match f.default {
-                Some(d) => serde_json::from_str(d).unwrap_or(Value::Null),
+                Some(d) => (serde_json::from_str(d).unwrap_or(Value::Null), true),
                 None => return Err(ferr(f.name, "Field required")),
             },
         };
+        // A default is the block's own (a custom block's is checked when it is installed; an
+        // optional field's null is no constant of its kind), not the definition's to check.
+        let check = if defaulted { blocks::Check::Any } else { f.check };
         let arg = match f.input {
             Input::Literal => {
-                check_literal(f.check, &value).map_err(|d| ferr(f.name, &d))?;
+                check_literal(check, &value).map_err(|d| ferr(f.name, &d))?;
                 Arg::Lit(value)
             }
             Input::Batch | Input::Either => match is_selector(&value) {
@@ -474,7 +485,7 @@ fn parse_step(
                     ))
                 }
                 None => {
-                    check_literal(f.check, &value).map_err(|d| ferr(f.name, &d))?;
+                    check_literal(check, &value).map_err(|d| ferr(f.name, &d))?;
                     Arg::Lit(value)
                 }
             },
@@ -521,6 +532,13 @@ fn parse_step(
         }
         args.push((f.name, arg));
     }
+    // A custom block gets only what its manifest declares: a misspelt field is an error, not a
+    // default silently taken (built-in blocks ignore extra fields, as Roboflow's do).
+    if matches!(m.run, blocks::Run::Custom) {
+        if let Some(extra) = raw.keys().find(|k| !matches!(k.as_str(), "name" | "type")) {
+            return Err(ferr(extra, "Extra inputs are not permitted [type=extra_forbidden]"));
+        }
+    }
     Ok(Step {
         name,
         type_id,
@@ -530,6 +548,7 @@ fn parse_step(
         level: 0,
         out_level: 0,
         scalar: false,
+        plugin: None,
     })
 }
 
@@ -666,14 +685,17 @@ mod tests {
 
     #[test]
     fn compiles_levels_and_waves() {
-        let g = compile(&def(
-            json!([det("a", "$inputs.image"),
+        let g = compile(
+            &def(
+                json!([det("a", "$inputs.image"),
                    {"type": "Crop", "name": "c", "images": "$inputs.image", "predictions": "$steps.a.predictions"},
                    det("b", "$steps.c.crops"),
                    {"type": "roboflow_core/detections_stitch@v1", "name": "s", "reference_image": "$inputs.image",
                     "predictions": "$steps.b.predictions"}]),
-            json!([{"type": "JsonField", "name": "o", "selector": "$steps.s.predictions"}]),
-        ))
+                json!([{"type": "JsonField", "name": "o", "selector": "$steps.s.predictions"}]),
+            ),
+            &Catalog::default(),
+        )
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(g.waves.len(), 4);
         assert_eq!((g.steps[2].level, g.steps[3].level, g.steps[3].out_level), (1, 0, 0));
@@ -681,7 +703,12 @@ mod tests {
 
     #[test]
     fn errors_have_roboflow_types() {
-        let e = |d: Value| compile(&d).err().map(|e| e.error_type).unwrap_or("ok");
+        let e = |d: Value| {
+            compile(&d, &Catalog::default())
+                .err()
+                .map(|e| e.error_type)
+                .unwrap_or("ok")
+        };
         assert_eq!(
             e(def(
                 json!([det("a", "$inputs.image")]),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use futures_util::future::{join_all, try_join_all};
 use serde_json::{Map, Value};
 
-use super::blocks::{check_literal, model, Args, Input, Run};
+use super::blocks::{check_literal, custom, model, Args, Input, Run};
 use super::compile::{Arg, Graph, InputKind, Sel, Step};
 use super::error::WorkflowError;
 use super::limits::{self, RunLimits};
@@ -454,6 +454,25 @@ impl Run_<'_> {
                         .await
                         .map_err(|e| pipeline_error(step, e))?
                 }
+            }
+            Run::Custom => {
+                let args: Vec<Args> = items
+                    .iter_mut()
+                    .map(|(_, _, a)| Args {
+                        values: std::mem::take(&mut a.values),
+                    })
+                    .collect();
+                let plugin = step.plugin.as_ref();
+                custom::run(
+                    plugin,
+                    &step.name,
+                    &step.type_id,
+                    step.manifest,
+                    self.pipeline,
+                    self.caller,
+                    args,
+                )
+                .await?
             }
             Run::Flow(f) => {
                 let targets: Vec<usize> = step

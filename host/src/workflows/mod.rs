@@ -2,7 +2,8 @@
 //! of inputs, steps (blocks) and outputs, compiled once into a validated graph (`compile`) and
 //! run with independent steps concurrently (`execute`), model steps going through the pipeline
 //! as `/infer` does, within the run's `limits`. The blocks live in `blocks`, one module each with
-//! its manifest; stored workflows come from a directory or Roboflow's API (`stored`).
+//! its manifest; custom blocks are WebAssembly components installed as plugins
+//! (`blocks::custom`); stored workflows come from a directory or Roboflow's API (`stored`).
 
 pub mod blocks;
 mod compile;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
+pub use blocks::custom::{world as block_world, Catalog};
 pub use compile::Graph;
 pub use error::WorkflowError;
 pub use limits::RunLimits;
@@ -59,13 +61,14 @@ impl Workflows {
         self
     }
 
-    /// The graph of `definition`, compiled once.
-    pub fn compile(&self, definition: &Value) -> Result<Arc<Graph>, WorkflowError> {
-        let key = definition.to_string();
+    /// The graph of `definition` with the custom blocks of `catalog`, compiled once (per set of
+    /// custom blocks: a reloaded block gets a new graph).
+    pub fn compile(&self, definition: &Value, catalog: &Catalog) -> Result<Arc<Graph>, WorkflowError> {
+        let key = format!("{}{definition}", catalog.key());
         if let Some(g) = self.cache.lock().get(&key) {
             return Ok(g.clone());
         }
-        let graph = Arc::new(compile::compile(definition)?);
+        let graph = Arc::new(compile::compile(definition, catalog)?);
         let mut cache = self.cache.lock();
         if cache.len() >= CACHED_GRAPHS {
             cache.clear();
@@ -126,9 +129,14 @@ pub fn describe_interface(graph: &Graph) -> Value {
     json!({"inputs": inputs, "outputs": outputs, "typing_hints": hints, "kinds_schemas": {}})
 }
 
-/// `/workflows/blocks/describe`: every block, generated from the manifests.
-pub fn describe_blocks() -> Value {
-    let all = blocks::all();
+/// `/workflows/blocks/describe`: every block, generated from the manifests (the built-ins, then
+/// `catalog`'s custom blocks).
+pub fn describe_blocks(catalog: &Catalog) -> Value {
+    let all: Vec<&blocks::Manifest> = blocks::all()
+        .iter()
+        .copied()
+        .chain(catalog.blocks().iter().map(|b| b.manifest))
+        .collect();
     let mut kinds: Vec<&str> = all
         .iter()
         .flat_map(|m| {
@@ -141,7 +149,11 @@ pub fn describe_blocks() -> Value {
     kinds.sort_unstable();
     kinds.dedup();
     json!({
-        "blocks": all.iter().map(|m| blocks::describe(m)).collect::<Vec<_>>(),
+        "blocks": blocks::all()
+            .iter()
+            .map(|m| blocks::describe(m))
+            .chain(catalog.blocks().iter().map(blocks::custom::describe_custom))
+            .collect::<Vec<_>>(),
         "declared_kinds": kinds.iter().map(|k| json!({"name": k, "description": null, "docs": null})).collect::<Vec<_>>(),
         "kinds_connections": {},
         "primitives_connections": [],

@@ -2,7 +2,8 @@
 //! and users' alike: one module per world, all sharing one set of `inference:plugins/types` and
 //! `wasi:nn` types, so the glue in [`crate::glue`] serves every world. A plugin implements its
 //! world's `Guest` trait and exports it with the world's macro, e.g.
-//! `inference_guest::export_object_detection!(MyPlugin);`.
+//! `inference_guest::export_object_detection!(MyPlugin);`. A custom workflow block implements the
+//! `workflow-block` world the same way (`inference_guest::export_workflow_block!(MyBlock);`).
 
 #![allow(missing_docs)]
 
@@ -59,3 +60,18 @@ world!(
     /// The custom-task world (`run`: any images in, any JSON out).
     custom_task, "custom-task", "export_custom_task", "inference_guest::bindings::custom_task"
 );
+
+/// The workflow-block world (`run`: a custom workflow block's items in, their outputs out). It
+/// imports no `wasi:nn`, so only the shared types are mapped.
+pub mod workflow_block {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "workflow-block",
+        with: {
+            "inference:plugins/types@0.1.0": crate::bindings::object_detection::inference::plugins::types,
+        },
+        pub_export_macro: true,
+        export_macro_name: "export_workflow_block",
+        default_bindings_module: "inference_guest::bindings::workflow_block",
+    });
+}

@@ -1,10 +1,12 @@
 //! The blocks a definition's steps may use, one module each with its manifest: the fields it
 //! takes (kinds, literal checks, defaults), its outputs and their kinds, how it changes the
 //! dimensionality, and how it runs. Validation and `/workflows/blocks/describe` are both read
-//! from the manifests.
+//! from the manifests. Custom blocks (WebAssembly components installed as plugins) get a
+//! manifest made from their plugin's `[block]` (`custom`).
 
 mod bounding_box_visualization;
 mod continue_if;
+pub mod custom;
 mod detections_consensus;
 mod detections_filter;
 mod detections_stitch;
@@ -92,6 +94,8 @@ pub enum Run {
     Model(model::ModelTask),
     /// Flow control: the condition's value decides whether `next_steps` run.
     Flow(fn(&Args) -> Result<bool, String>),
+    /// A custom block: the step's plugin, for all items at once (`custom::run`).
+    Custom,
 }
 
 pub struct Manifest {

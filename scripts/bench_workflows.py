@@ -60,7 +60,7 @@ def main():
     c50, c90 = timed(wf(two), a.n)
     overhead = w50 - i50
     print(f"/infer/object_detection       p50 {i50:7.2f} ms  p90 {i90:7.2f} ms")
-    print(f"one-step workflow             p50 {w50:7.2f} ms  p90 {w90:7.2f} ms  (workflow layer +{overhead:.2f} ms at p50, "
+    print(f"one-step workflow             p50 {w50:7.2f} ms  p90 {w90:7.2f} ms  (workflow layer {overhead:+.2f} ms at p50, "
           f"target <= 1 ms: {'met' if overhead <= 1.0 else 'NOT met'})")
     print(f"detect -> crop                p50 {k50:7.2f} ms  p90 {k90:7.2f} ms")
     print(f"detect -> crop -> detect      p50 {c50:7.2f} ms  p90 {c90:7.2f} ms")

@@ -5,16 +5,20 @@ the Roboflow-compatible wire format lives here."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import pickle
 import pickletools
+import shutil
 import struct
+import time
 import zlib
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
+import pytest
 import requests
 from PIL import Image, ImageOps
 
@@ -39,6 +43,38 @@ REF_PARAMS = {"confidence": 0.25, "iou_threshold": 0.45, "max_detections": 300}
 SUMMARY_LINES: list = []
 
 PREDICTION_KEYS = {"x", "y", "width", "height", "confidence", "class", "class_id", "detection_id"}
+
+# How long a running server may take to notice a change in its plugins directory (seconds).
+RESCAN_WAIT = 15.0
+
+
+# --------------------------------------------------------------------------- servers and plugins
+
+
+def key_sha(key: str) -> str:
+    """An API key as a tenants file stores it."""
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def install_plugin(src_dir: Path, name: str, dest: Path, manifest: str | None = None) -> None:
+    """Installs `<name>.wasm` and its manifest (the one beside it, or the text `manifest`) into `dest`."""
+    if not (src_dir / f"{name}.wasm").is_file():
+        pytest.fail(f"{src_dir / name}.wasm is missing: run scripts/setup", pytrace=False)
+    shutil.copy(src_dir / f"{name}.wasm", dest / f"{name}.wasm")
+    if manifest is None:
+        shutil.copy(src_dir / f"{name}.toml", dest / f"{name}.toml")
+    else:
+        (dest / f"{name}.toml").write_text(manifest)
+
+
+def wait_for(predicate, what: str, timeout: float = RESCAN_WAIT) -> None:
+    """Polls `predicate` until it holds, failing the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.25)
+    pytest.fail(f"not within {timeout}s: {what}")
 
 
 # --------------------------------------------------------------------------- encodings

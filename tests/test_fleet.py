@@ -19,7 +19,6 @@ Figures (requests, statuses, accuracy, drain times) are printed in the terminal 
 from __future__ import annotations
 
 import collections
-import hashlib
 import http.server
 import json
 import os
@@ -35,7 +34,7 @@ import pytest
 import requests
 
 from conftest import _free_port, _tail
-from helpers import FIXTURES, REPO, SUMMARY_LINES, img_b64, img_url
+from helpers import FIXTURES, REPO, SUMMARY_LINES, img_b64, img_url, key_sha as sha
 from roboflow_double import FIXTURE_MODELS, SHAPES_ENVIRONMENT
 from s3_server import S3Server
 
@@ -56,10 +55,6 @@ R, B, C = 4, 4, 2
 KEYS = {"load": "load-secret", "rated": "rated-secret", "narrow": "narrow-secret", "ops": "ops-secret"}
 # No request may take longer than this (a hang counts as lost).
 REQUEST_TIMEOUT = 20
-
-
-def sha(key: str) -> str:
-    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
 TENANTS = f"""

@@ -15,12 +15,11 @@ The tests run in order against one server: each builds on the state the previous
 
 from __future__ import annotations
 
-import hashlib
 
 import pytest
 import requests
 
-from helpers import FIXTURES, SHAPES, assert_error, img_b64
+from helpers import FIXTURES, SHAPES, assert_error, img_b64, key_sha as sha
 from roboflow_double import RoboflowDouble
 
 IMAGE = img_b64((FIXTURES / "images" / "dev" / "01_multi_320x320.jpg").read_bytes())
@@ -28,10 +27,6 @@ PRIVATE = "private-shapes/1"
 KEYS = {"alice": "alice-secret", "bob": "bob-secret", "carol": "carol-secret", "dave": "dave-secret",
         "ops": "ops-secret"}
 RF_KEYS = {"alice": "rf-alice", "carol": "rf-carol", "dave": "rf-dave"}
-
-
-def sha(key: str) -> str:
-    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
 def tenants_toml() -> str:

@@ -8,38 +8,21 @@ on the real model, with every class name marked `madeup:`."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
-import time
 
 import pytest
 import requests
 
-from helpers import DEV_IMAGES, HTTP_TIMEOUT, REPO, REF_PARAMS, assert_error, img_b64, infer, same_predictions
+from helpers import (
+    DEV_IMAGES, HTTP_TIMEOUT, REPO, REF_PARAMS, assert_error, img_b64, infer, same_predictions,
+    install_plugin, wait_for, key_sha as sha,
+)
 
 RELEASE = REPO / "target" / "release"
 FAMILY = RELEASE / "test-plugins" / "families"
 IMAGE = img_b64((DEV_IMAGES / "01_multi_320x320.jpg").read_bytes())
-RESCAN_WAIT = 15.0
 MARK = "madeup:"
-
-
-def install(src_dir, name, dest, manifest: str | None = None):
-    shutil.copy(src_dir / f"{name}.wasm", dest / f"{name}.wasm")
-    if manifest is None:
-        shutil.copy(src_dir / f"{name}.toml", dest / f"{name}.toml")
-    else:
-        (dest / f"{name}.toml").write_text(manifest)
-
-
-def wait_for(predicate, what: str):
-    deadline = time.monotonic() + RESCAN_WAIT
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.25)
-    pytest.fail(f"not within {RESCAN_WAIT}s: {what}")
 
 
 def model_dir(root, model_id, weights, files=None):
@@ -62,7 +45,7 @@ def families(start_server, models_dir, tmp_path):
         pytest.fail("test plugin missing: run scripts/setup", pytrace=False)
     plugins = tmp_path / "plugins"
     plugins.mkdir()
-    install(RELEASE / "plugins", "object-detection", plugins)
+    install_plugin(RELEASE / "plugins", "object-detection", plugins)
     models = tmp_path / "models"
     weights = models_dir / "shapes-detect/1/weights.onnx"
     model_dir(models, "shapes-detect/1", weights)
@@ -92,7 +75,7 @@ def test_a_family_plugin_dropped_in_serves_its_models_only(families):
     entry = registry(url)["madeup-shapes/1"]
     assert (entry["plugin"], entry["plugin_reason"], entry["architecture"]) == ("object-detection", "default", "madeup-v1")
 
-    install(FAMILY, "made-up-detector", plugins)
+    install_plugin(FAMILY, "made-up-detector", plugins)
     wait_for(lambda: registry(url)["madeup-shapes/1"]["plugin"] == "made-up-detector",
              "the dropped-in plugin claims the made-up model")
     assert registry(url)["madeup-shapes/1"]["plugin_reason"] == "architecture"
@@ -130,7 +113,7 @@ def test_pins_and_output_claims(families):
     # A pin to a plugin that is not installed is a clear 503, not another plugin's answer.
     message = assert_error(infer(url, "pinned-missing/1", IMAGE), 503)
     assert "not-installed" in message
-    install(FAMILY, "made-up-detector", plugins)
+    install_plugin(FAMILY, "made-up-detector", plugins)
     wait_for(lambda: infer(url, "pinned/1", IMAGE).status_code == 200
              and all(c.startswith(MARK) for c in classes(infer(url, "pinned/1", IMAGE, **REF_PARAMS))),
              "the pinned model is served by its plugin")
@@ -139,7 +122,7 @@ def test_pins_and_output_claims(families):
     # The same component claiming the static export's exact output shape instead.
     manifest = (FAMILY / "made-up-detector.toml").read_text().replace(
         'architectures = ["madeup-*"]', 'outputs = [{ name = "output0", shape = [1, 7, 2100] }]')
-    install(FAMILY, "made-up-detector", plugins, manifest)
+    install_plugin(FAMILY, "made-up-detector", plugins, manifest)
     wait_for(lambda: registry(url).get("madeup-shapes/1", {}).get("plugin") in (None, "object-detection")
              and all(c.startswith(MARK) for c in classes(infer(url, "static/1", IMAGE, **REF_PARAMS))),
              "the output claim takes the static model")
@@ -161,17 +144,13 @@ def test_a_second_default_for_a_world_is_refused(families):
     assert not any(c.startswith(MARK) for c in classes(infer(server.url, "shapes-detect/1", IMAGE)))
 
 
-def sha(key: str) -> str:
-    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
-
-
 def test_a_tenants_plugins_bound_the_choice(start_server, models_dir, tmp_path):
     """A tenant that may use only the built-in plugin gets it for the made-up model too; a tenant
     that may use every plugin gets the family's."""
     plugins = tmp_path / "plugins"
     plugins.mkdir()
-    install(RELEASE / "plugins", "object-detection", plugins)
-    install(FAMILY, "made-up-detector", plugins)
+    install_plugin(RELEASE / "plugins", "object-detection", plugins)
+    install_plugin(FAMILY, "made-up-detector", plugins)
     models = tmp_path / "models"
     model_dir(models, "madeup-shapes/1", models_dir / "shapes-detect/1/weights.onnx", MADEUP_TYPE)
     (tmp_path / "tenants.toml").write_text(f"""

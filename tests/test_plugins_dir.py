@@ -6,38 +6,22 @@ refused while the others carry on. Uses the example plugin users can copy
 from __future__ import annotations
 
 import shutil
-import time
 from collections import Counter
 
 import pytest
 import requests
 
-from helpers import FIXTURES, REPO, assert_error, img_b64, infer
+from helpers import FIXTURES, REPO, assert_error, img_b64, infer, install_plugin, wait_for
 
 RELEASE = REPO / "target" / "release"
 IMAGE = img_b64((FIXTURES / "images" / "dev" / "01_multi_320x320.jpg").read_bytes())
-RESCAN_WAIT = 15.0
-
-
-def wait_for(predicate, what: str):
-    deadline = time.monotonic() + RESCAN_WAIT
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.25)
-    pytest.fail(f"not within {RESCAN_WAIT}s: {what}")
-
-
-def install(src_dir, name, dest):
-    shutil.copy(src_dir / f"{name}.wasm", dest / f"{name}.wasm")
-    shutil.copy(src_dir / f"{name}.toml", dest / f"{name}.toml")
 
 
 @pytest.fixture()
 def live(start_server, tmp_path):
     plugins = tmp_path / "plugins"
     plugins.mkdir()
-    install(RELEASE / "plugins", "object-detection", plugins)
+    install_plugin(RELEASE / "plugins", "object-detection", plugins)
     server = start_server(["--plugins-dir", str(plugins)])
     return server, plugins
 
@@ -56,7 +40,7 @@ def test_drop_in_replace_and_remove(live):
     assert set(plugin_names(server.url)) == {"object-detection"}
     assert_error(counts(server.url), 404)
 
-    install(RELEASE / "example-plugins", "object-counts", plugins)
+    install_plugin(RELEASE / "example-plugins", "object-counts", plugins)
     wait_for(lambda: counts(server.url).status_code == 200, "the dropped-in plugin serves /infer/object_counts")
     listed = plugin_names(server.url)["object-counts"]
     assert listed["route"] == "/infer/object_counts" and listed["world"] == "custom-task"

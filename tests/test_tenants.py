@@ -12,7 +12,6 @@ Tenants of the server under test:
 
 from __future__ import annotations
 
-import hashlib
 import http.server
 import shutil
 import socket
@@ -24,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from helpers import FIXTURES, REPO, SHAPES, NUDENET, assert_error, img_b64, img_url, png_bytes
+from helpers import FIXTURES, REPO, SHAPES, NUDENET, assert_error, img_b64, img_url, png_bytes, key_sha as sha
 from roboflow_double import RoboflowDouble
 
 RELEASE = REPO / "target" / "release"
@@ -33,10 +32,6 @@ IMAGE = img_b64(IMAGE_BYTES)
 KEYS = {"acme": "acme-secret-1", "beta": "beta-secret", "slow": "slow-secret", "tight": "tight-secret",
         "ops": "ops-secret"}
 RF_KEY = "roboflow-key-of-ops"
-
-
-def sha(key: str) -> str:
-    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
 def tenants_toml() -> str:

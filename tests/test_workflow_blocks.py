@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
-import hashlib
 import shutil
 import time
 from collections import Counter
@@ -18,7 +17,10 @@ from collections import Counter
 import pytest
 import requests
 
-from helpers import DEV_IMAGES, HTTP_TIMEOUT, REPO, SHAPES, assert_error, img_b64, infer
+from helpers import (
+    DEV_IMAGES, HTTP_TIMEOUT, REPO, SHAPES, assert_error, img_b64, infer, install_plugin, wait_for,
+    key_sha as sha,
+)
 
 RELEASE = REPO / "target" / "release"
 EXAMPLES = RELEASE / "example-plugins"
@@ -27,22 +29,14 @@ IMAGE = img_b64((DEV_IMAGES / "01_multi_320x320.jpg").read_bytes())
 OTHER = img_b64((DEV_IMAGES / "04_multi_160x120.jpg").read_bytes())
 ZONE = [0, 0, 160, 320]
 ZONE_TYPE = "examples/zone_counter@v1"
-RESCAN_WAIT = 15.0
-
-
-def install(src_dir, name, dest):
-    if not (src_dir / f"{name}.wasm").is_file():
-        pytest.fail(f"{src_dir / name}.wasm is missing: run scripts/setup", pytrace=False)
-    for ext in ("wasm", "toml"):
-        shutil.copy(src_dir / f"{name}.{ext}", dest / f"{name}.{ext}")
 
 
 def plugins_dir(root, *blocks):
     d = root / "plugins"
     d.mkdir()
-    install(RELEASE / "plugins", "object-detection", d)
+    install_plugin(RELEASE / "plugins", "object-detection", d)
     for src, name in blocks:
-        install(src, name, d)
+        install_plugin(src, name, d)
     return d
 
 
@@ -247,22 +241,13 @@ def test_other_workflows_carry_on_during_hostile_blocks(blocks_server):
         assert sorted(f.result().status_code for f in bad) == [500, 504, 504]
 
 
-def wait_for(predicate, what):
-    deadline = time.monotonic() + RESCAN_WAIT
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.25)
-    pytest.fail(f"not within {RESCAN_WAIT}s: {what}")
-
-
 def test_a_block_dropped_into_a_running_server(start_server, tmp_path):
     d = plugins_dir(tmp_path)
     server = start_server(["--plugins-dir", str(d)])
     body = run(server.url, zone_definition()).json()
     assert body["error_type"] == "WorkflowSyntaxError" and ZONE_TYPE in body["inner_error_message"]
 
-    install(EXAMPLES, "zone-counter", d)
+    install_plugin(EXAMPLES, "zone-counter", d)
     wait_for(lambda: run(server.url, zone_definition()).status_code == 200, "the dropped-in block runs")
     assert run(server.url, zone_definition()).json()["outputs"][0]["total"] > 0
 
@@ -285,10 +270,6 @@ def test_a_block_dropped_into_a_running_server(start_server, tmp_path):
     (d / "zone-counter.toml").unlink()
     wait_for(lambda: run(server.url, zone_definition()).status_code == 400, "the removed block is unknown again")
     assert infer(server.url, SHAPES, IMAGE).status_code == 200
-
-
-def sha(key):
-    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
 def test_a_tenant_sees_only_the_blocks_its_plugins_allow(start_server, tmp_path):

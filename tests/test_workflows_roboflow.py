@@ -15,7 +15,7 @@ import hashlib
 import pytest
 import requests
 
-from helpers import HTTP_TIMEOUT, PHOTOS
+from helpers import HTTP_TIMEOUT, PHOTOS, key_sha as sha
 from roboflow_double import RoboflowDouble
 from test_workflows import IMAGES, compare, definition, golden
 
@@ -143,10 +143,6 @@ def test_cached_copy_serves_while_roboflow_is_down(start_server, cache_dir):
         r = post(h.url, DETECT, body(OTHER))
         assert r.status_code == 503 and r.json()["message"] == "Internal error. Could not connect to Roboflow API."
         h.stop()
-
-
-def sha(key: str) -> str:
-    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
 TENANTS = {"alice": ("alice-secret", KEY), "bob": ("bob-secret", OTHER), "carol": ("carol-secret", None)}

@@ -105,10 +105,11 @@ fn compile(state: &AppState, caller: &Caller, definition: &Value) -> Result<Arc<
         .compile(definition, &Catalog::of(&state.pipeline, caller))
 }
 
-/// Runs `definition` with the body's `inputs` and `excluded_fields`.
+/// Runs `definition` with the body's `inputs` and `excluded_fields`, for `caller` (with the body's
+/// `api_key` already applied: `with_body_key`).
 async fn run_definition(
     state: &AppState,
-    caller: crate::pipeline::Caller,
+    caller: Caller,
     definition: &Value,
     body: &Map<String, Value>,
 ) -> Result<Response, Failure> {
@@ -121,7 +122,6 @@ async fn run_definition(
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
         .unwrap_or_default();
-    let caller = with_body_key(caller, body);
     let graph = compile(state, &caller, definition)?;
     let limits = state.workflows.limits.for_caller(&caller);
     let response = workflows::run(&graph, &state.pipeline, &caller, &inputs, &excluded, &limits).await?;
@@ -161,7 +161,7 @@ pub async fn run(
 ) -> Result<Response, Failure> {
     let body = body_object(&body?)?;
     let definition = required(&body, "specification")?.clone();
-    run_definition(&state, caller, &definition, &body).await
+    run_definition(&state, with_body_key(caller, &body), &definition, &body).await
 }
 
 /// A stored workflow's definition: from `--workflows-dir`, else from Roboflow's API with the

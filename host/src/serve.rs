@@ -78,6 +78,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             args.batch_max_images as usize
         },
         max_queue_delay: Duration::from_micros(args.batch_max_delay_us),
+        // A quarter of the budget for the runs of the calls in flight, shared out between them.
+        run_memory: args.max_memory / 4 / max_concurrent_calls as u64,
     };
     let url_policy = UrlPolicy {
         allow_http: args.allow_http_urls,

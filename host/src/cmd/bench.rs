@@ -323,6 +323,7 @@ fn raw(args: RawArgs) -> Result<()> {
             max_sessions: 1,
             max_batch: 1,
             max_queue_delay: Duration::ZERO,
+            run_memory: 0,
         },
     )?
     .signature()
@@ -353,6 +354,7 @@ fn raw(args: RawArgs) -> Result<()> {
                     max_sessions: 1,
                     max_batch: 1,
                     max_queue_delay: Duration::ZERO,
+                    run_memory: 0,
                 },
             )
         })

@@ -312,6 +312,20 @@ impl LoadedModels {
         let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<LoadedModel> {
             let onnx = OnnxModel::load_named(&weights, options, &name)?;
             let description = ModelDescription::from_dir(&name, &dir, onnx.signature())?;
+            let (w, h) = (description.input_width, description.input_height);
+            let one = if description.channels_last {
+                [1, h, w, 3]
+            } else {
+                [1, 3, h, w]
+            };
+            // A model whose measure fails still serves, with runs bounded by the batch limit only.
+            match onnx.calibrate(&one) {
+                Ok(Some(bytes)) => tracing::info!(model = %name, run_mib_per_image = bytes as f64 / 1048576.0,
+                    images_per_run = onnx.run_images(), "measured the model's working memory"),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(model = %name, error = %format!("{e:#}"),
+                    "could not measure the model's working memory"),
+            }
             Ok(LoadedModel {
                 description: Arc::new(description),
                 onnx,

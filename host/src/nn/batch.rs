@@ -12,6 +12,7 @@
 //! holds its own input, so no request waits on another's plugin.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,6 +52,8 @@ struct State {
 /// The runs of one model.
 pub struct Batcher {
     settings: BatchSettings,
+    /// Most images in one run: `max_batch`, or less once the model's working memory is known.
+    max_images: AtomicUsize,
     /// The model id, for metrics.
     name: String,
     state: Mutex<State>,
@@ -64,6 +67,7 @@ impl Batcher {
     pub fn new(name: &str, settings: BatchSettings) -> Self {
         let slots = settings.slots.max(1);
         Self {
+            max_images: AtomicUsize::new(settings.max_batch.max(1)),
             settings: BatchSettings { slots, ..settings },
             name: name.to_string(),
             state: Mutex::new(State {
@@ -74,8 +78,15 @@ impl Batcher {
         }
     }
 
-    pub fn settings(&self) -> &BatchSettings {
-        &self.settings
+    /// Most images in one run now.
+    pub fn max_images(&self) -> usize {
+        self.max_images.load(Ordering::Relaxed)
+    }
+
+    /// Lowers the images per run (never below 1, never above `max_batch`).
+    pub fn limit_images(&self, n: usize) {
+        self.max_images
+            .store(n.clamp(1, self.settings.max_batch.max(1)), Ordering::Relaxed);
     }
 
     /// Runs `input` (batch-major, one input of the model) with `exec`, alone or batched with
@@ -138,7 +149,7 @@ impl Batcher {
         let deadline = head.queued + self.settings.max_queue_delay;
         loop {
             let compatible: usize = state.queue.iter().filter(|p| p.key == head.key).map(|p| p.images).sum();
-            if compatible >= self.settings.max_batch {
+            if compatible >= self.max_images() {
                 return;
             }
             let now = Instant::now();
@@ -156,11 +167,12 @@ impl Batcher {
     fn take(&self, state: &mut State) -> Taken {
         let head = state.queue.pop_front().expect("the caller is at the head");
         let mut images = head.images;
+        let max = self.max_images();
         let mut taken = vec![head];
         let mut i = 0;
         while i < state.queue.len() {
             let p = &state.queue[i];
-            if p.key == taken[0].key && images + p.images <= self.settings.max_batch {
+            if p.key == taken[0].key && images + p.images <= max {
                 images += p.images;
                 taken.push(state.queue.remove(i).expect("in range"));
             } else {

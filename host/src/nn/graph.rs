@@ -49,6 +49,10 @@ pub struct SessionOptions {
     pub max_batch: usize,
     /// How long a run that is not full may wait for more inputs (only when others wait).
     pub max_queue_delay: std::time::Duration,
+    /// What the images of one run may take, in bytes, beyond their pixels: the input tensor's
+    /// copies (in the plugin, lifted into the host, batched) and ONNX Runtime's working memory
+    /// (0: unbounded). `calibrate` turns it into a limit on the images in one run.
+    pub run_memory: u64,
 }
 
 /// A loaded ONNX model: a pool of sessions over one weights file.
@@ -63,6 +67,8 @@ pub struct OnnxModel {
     created: AtomicUsize,
     /// Concurrent runs gathered into one, when the model's batch dimension allows it.
     batcher: Option<Batcher>,
+    /// Most images one run may hold so that `run_memory` holds (`usize::MAX` until calibrated).
+    run_images: AtomicUsize,
 }
 
 impl OnnxModel {
@@ -94,12 +100,82 @@ impl OnnxModel {
             freed: Condvar::new(),
             created: AtomicUsize::new(1),
             batcher,
+            run_images: AtomicUsize::new(usize::MAX),
         }))
+    }
+
+    /// Measures the working memory one image costs ONNX Runtime in a run of this model (what
+    /// it allocates beyond the input: activations and scratch) and bounds the images per run so
+    /// that, with three copies of each image's input tensor, a run fits `run_memory`. The
+    /// measure: runs on zeros of `dims`
+    /// (batch 1, and batch 4 when the model batches: scratch grows faster than linearly with
+    /// some operators), after a first run that warms the session up, with the process's resident
+    /// memory sampled meanwhile. Other work running at the same time can only make it larger,
+    /// so the bound errs towards smaller runs. Returns the bytes per image, if measured.
+    pub fn calibrate(&self, dims: &[u32]) -> Result<Option<u64>> {
+        if self.options.device != Device::Cpu || self.signature.inputs.len() != 1 || dims.is_empty() {
+            return Ok(None);
+        }
+        let spec = &self.signature.inputs[0];
+        let Some(ty) = tensor_type(spec.element) else {
+            return Ok(None);
+        };
+        let input = |images: u32| -> Result<Vec<(String, SessionInputValue<'static>)>> {
+            let mut dimensions = dims.to_vec();
+            dimensions[0] = images;
+            let count: usize = dimensions.iter().map(|d| *d as usize).product();
+            let tensor = Tensor {
+                dimensions,
+                ty,
+                data: vec![0; count * element_size(ty)],
+            };
+            check_shape(spec, &tensor)?;
+            Ok(vec![(spec.name.clone(), to_ort_value(tensor)?.into())])
+        };
+        // One measure at a time, so that two loads do not count each other's runs.
+        static MEASURING: Mutex<()> = Mutex::new(());
+        let _alone = MEASURING.lock();
+        let mut session = self.checkout()?;
+        let outputs = &self.signature.outputs;
+        let measured = (|| -> Result<Option<u64>> {
+            run_session(&mut session, input(1)?, outputs).context("warm-up run")?;
+            let mut per_image = 0;
+            let sizes: &[u32] = if self.batcher.is_some() { &[1, 4] } else { &[1] };
+            for &images in sizes {
+                let values = input(images)?;
+                let Some(bytes) = memory::peak_during(|| run_session(&mut session, values, outputs))? else {
+                    return Ok(None);
+                };
+                per_image = per_image.max(bytes / u64::from(images));
+            }
+            Ok(Some(per_image))
+        })();
+        self.checkin(session);
+        let per_image = measured?;
+        if let (Some(bytes), true) = (per_image, self.options.run_memory > 0) {
+            let tensor = dims[1..].iter().map(|d| u64::from(*d)).product::<u64>() * element_size(ty) as u64;
+            let images = (self.options.run_memory / (bytes + 3 * tensor).max(1)).max(1) as usize;
+            self.run_images.store(images, Ordering::Relaxed);
+            if let Some(b) = &self.batcher {
+                b.limit_images(images);
+            }
+        }
+        Ok(per_image)
+    }
+
+    /// Most images one run of the model should hold: the batch limit, lowered by `calibrate`
+    /// to what the run memory allows (None: no bound known).
+    pub fn run_images(&self) -> Option<usize> {
+        let measured = self.run_images.load(Ordering::Relaxed);
+        match &self.batcher {
+            Some(b) => Some(b.max_images()),
+            None => (measured != usize::MAX).then_some(measured),
+        }
     }
 
     /// The most images one run takes when concurrent runs are batched (None: not batched).
     pub fn batch_limit(&self) -> Option<usize> {
-        self.batcher.as_ref().map(|b| b.settings().max_batch)
+        self.batcher.as_ref().map(Batcher::max_images)
     }
 
     pub fn signature(&self) -> &ModelSignature {
@@ -159,10 +235,10 @@ impl OnnxModel {
 
     /// One ONNX Runtime run, on a session of the pool.
     fn run_now(&self, inputs: Vec<NamedTensor>) -> Result<Vec<NamedTensor>> {
-        let mut values: Vec<(String, SessionInputValue<'static>)> = Vec::with_capacity(inputs.len());
-        for input in inputs {
-            self.check_input(&input)?;
-            values.push((input.name, to_ort_value(input.tensor)?.into()));
+        let mut values: Vec<(String, SessionInputValue<'_>)> = Vec::with_capacity(inputs.len());
+        for input in &inputs {
+            self.check_input(input)?;
+            values.push((input.name.clone(), ort_input(&input.tensor)?));
         }
         let mut session = self.checkout()?;
         // ONNX Runtime's own time: after a session is free, until its outputs are converted.
@@ -176,7 +252,7 @@ impl OnnxModel {
 
 fn run_session(
     session: &mut Session,
-    values: Vec<(String, SessionInputValue<'static>)>,
+    values: Vec<(String, SessionInputValue<'_>)>,
     outputs: &[TensorSpec],
 ) -> Result<Vec<NamedTensor>> {
     let results = session.run(values).context("ONNX Runtime run failed")?;
@@ -302,6 +378,99 @@ fn element_size(ty: TensorType) -> usize {
         TensorType::Fp32 | TensorType::I32 => 4,
         TensorType::Fp64 | TensorType::I64 => 8,
         TensorType::U8 => 1,
+    }
+}
+
+/// The wasi-nn type of an ONNX element type, for those this graph converts.
+fn tensor_type(element: TensorElementType) -> Option<TensorType> {
+    Some(match element {
+        TensorElementType::Float32 => TensorType::Fp32,
+        TensorElementType::Float64 => TensorType::Fp64,
+        TensorElementType::Int32 => TensorType::I32,
+        TensorElementType::Int64 => TensorType::I64,
+        TensorElementType::Uint8 => TensorType::U8,
+        _ => return None,
+    })
+}
+
+/// The process's resident memory, as the kernel counts it.
+mod memory {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::Duration;
+
+    /// Resident bytes now (`/proc/self/statm`), where the system says.
+    pub fn resident() -> Option<u64> {
+        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+        let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        // SAFETY: sysconf only reads a system constant.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        Some(pages * u64::try_from(page).ok()?)
+    }
+
+    /// How much resident memory grows while `work` runs (sampled every 200 µs, and after), from
+    /// a heap trimmed first so that what it allocates shows; None where it cannot be read.
+    pub fn peak_during<T>(work: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<Option<u64>> {
+        trim();
+        let Some(before) = resident() else {
+            return Ok(None);
+        };
+        let (done, peak) = (AtomicBool::new(false), AtomicU64::new(before));
+        let result = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !done.load(Ordering::Acquire) {
+                    peak.fetch_max(resident().unwrap_or(0), Ordering::AcqRel);
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            });
+            let result = work();
+            done.store(true, Ordering::Release);
+            result
+        });
+        result?;
+        let peak = peak.load(Ordering::Acquire).max(resident().unwrap_or(0));
+        Ok(Some(peak.saturating_sub(before)))
+    }
+
+    /// Hands freed heap memory back, so that what a run allocates shows in `resident`.
+    fn trim() {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only returns free memory to the system.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+}
+
+/// The tensor as an ONNX Runtime input: a view of its bytes where they can be read as the
+/// element type in place (a little-endian host and aligned data, which the allocator gives), so
+/// a megabyte-sized input is not copied once more; else a converted copy.
+fn ort_input(tensor: &Tensor) -> Result<SessionInputValue<'_>> {
+    fn view<'a, T: ort::tensor::PrimitiveTensorElementType + bytemuck::Pod + std::fmt::Debug>(
+        tensor: &'a Tensor,
+    ) -> Option<Result<SessionInputValue<'a>>> {
+        let data: &[T] = bytemuck::try_cast_slice(&tensor.data).ok()?;
+        let count: usize = tensor.dimensions.iter().map(|d| *d as usize).product();
+        if !cfg!(target_endian = "little") || data.len() != count {
+            return None;
+        }
+        let shape: Vec<i64> = tensor.dimensions.iter().map(|d| i64::from(*d)).collect();
+        Some(
+            ort::value::TensorRef::from_array_view((shape, data))
+                .map(SessionInputValue::from)
+                .map_err(anyhow::Error::from),
+        )
+    }
+    let viewed = match tensor.ty {
+        TensorType::Fp32 => view::<f32>(tensor),
+        TensorType::Fp64 => view::<f64>(tensor),
+        TensorType::I32 => view::<i32>(tensor),
+        TensorType::I64 => view::<i64>(tensor),
+        TensorType::U8 => view::<u8>(tensor),
+        _ => None,
+    };
+    match viewed {
+        Some(value) => value,
+        None => Ok(to_ort_value(tensor.clone())?.into()),
     }
 }
 
@@ -535,6 +704,22 @@ mod tests {
         });
     }
 
+    /// CPU sessions with these limits.
+    fn cpu_options(
+        max_sessions: usize,
+        max_batch: usize,
+        max_queue_delay: std::time::Duration,
+        run_memory: u64,
+    ) -> SessionOptions {
+        SessionOptions {
+            device: Device::Cpu,
+            max_sessions,
+            max_batch,
+            max_queue_delay,
+            run_memory,
+        }
+    }
+
     fn f32_tensor(dims: Vec<u32>, data: &[f32]) -> Tensor {
         Tensor {
             dimensions: dims,
@@ -546,12 +731,7 @@ mod tests {
     #[test]
     fn runs_the_model_like_ultralytics_did() {
         init_ort();
-        let options = SessionOptions {
-            device: Device::Cpu,
-            max_sessions: 2,
-            max_batch: 8,
-            max_queue_delay: std::time::Duration::ZERO,
-        };
+        let options = cpu_options(2, 8, std::time::Duration::ZERO, 0);
         let model = OnnxModel::load(&fixture("tests/fixtures/models/shapes-detect.onnx"), options).unwrap();
         let sig = model.signature();
         assert_eq!(sig.inputs[0].name, "images");
@@ -612,12 +792,7 @@ mod tests {
     #[test]
     fn concurrent_runs_batched_together_equal_runs_alone() {
         init_ort();
-        let options = SessionOptions {
-            device: Device::Cpu,
-            max_sessions: 1,
-            max_batch: 8,
-            max_queue_delay: std::time::Duration::from_millis(200),
-        };
+        let options = cpu_options(1, 8, std::time::Duration::from_millis(200), 0);
         let model = OnnxModel::load(&fixture("tests/fixtures/models/shapes-detect.onnx"), options).unwrap();
         assert_eq!(model.batch_limit(), Some(8));
         let (dims, image) = read_f32_npy(&fixture(
@@ -669,6 +844,66 @@ mod tests {
         }
     }
 
+    #[test]
+    fn calibration_bounds_the_images_of_one_run_by_its_memory() {
+        init_ort();
+        let load = |run_memory: u64| {
+            let options = cpu_options(1, 8, std::time::Duration::ZERO, run_memory);
+            OnnxModel::load(&fixture("tests/fixtures/models/shapes-detect.onnx"), options).unwrap()
+        };
+        // Ample memory: the batch limit stands; the measure is what a 320x320 run allocates.
+        let roomy = load(1 << 40);
+        let per_image = roomy
+            .calibrate(&[1, 3, 320, 320])
+            .unwrap()
+            .expect("resident memory is readable");
+        assert!(per_image > 0);
+        assert_eq!(roomy.batch_limit(), Some(8));
+        // Room for about two images' tensors and working memory: runs hold at most two.
+        // Its runs take as many images as fit, with three copies of each input tensor.
+        let input = 3 * 320 * 320 * 4;
+        let run_memory = 2 * (per_image + 3 * input) + 1;
+        let tight = load(run_memory);
+        let cost = tight.calibrate(&[1, 3, 320, 320]).unwrap().unwrap() + 3 * input;
+        let images = tight.run_images().unwrap();
+        assert!(
+            images == 1 || images as u64 * cost <= run_memory,
+            "{images} x {cost} bytes"
+        );
+        assert!(
+            images == 8 || (images as u64 + 1) * cost > run_memory,
+            "{images} x {cost} bytes"
+        );
+        assert_eq!(tight.batch_limit(), Some(images));
+        // Less than one image's worth still runs one at a time.
+        let starved = load(1);
+        starved.calibrate(&[1, 3, 320, 320]).unwrap();
+        assert_eq!(starved.batch_limit(), Some(1));
+    }
+
+    #[test]
+    fn an_input_viewed_in_place_runs_like_a_copied_one() {
+        init_ort();
+        let (dims, input) = read_f32_npy(&fixture(
+            "tests/fixtures/reference/dev/tensors/01_multi_320x320.letterbox_320x320.input.npy",
+        ));
+        let tensor = f32_tensor(dims, &input);
+        let options = cpu_options(1, 1, std::time::Duration::ZERO, 0);
+        let model = OnnxModel::load(&fixture("tests/fixtures/models/shapes-detect.onnx"), options).unwrap();
+        let outputs = &model.signature().outputs;
+        let mut session = model.checkout().unwrap();
+        let viewed = ort_input(&tensor).unwrap();
+        let copied: SessionInputValue<'_> = to_ort_value(tensor.clone()).unwrap().into();
+        let a = run_session(&mut session, vec![("images".into(), viewed)], outputs).unwrap();
+        let b = run_session(&mut session, vec![("images".into(), copied)], outputs).unwrap();
+        model.checkin(session);
+        assert_eq!(a[0].tensor.data, b[0].tensor.data);
+        // Bytes that are not a whole tensor are not viewed (and fail as a copy, with the reason).
+        let mut short = tensor;
+        short.data.pop();
+        assert!(ort_input(&short).is_err());
+    }
+
     fn le_f32(data: &[u8]) -> Vec<f32> {
         data.chunks_exact(4)
             .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
@@ -678,12 +913,7 @@ mod tests {
     #[test]
     fn a_call_sees_only_its_own_graph_and_run_budget() {
         init_ort();
-        let options = SessionOptions {
-            device: Device::Cpu,
-            max_sessions: 1,
-            max_batch: 1,
-            max_queue_delay: std::time::Duration::ZERO,
-        };
+        let options = cpu_options(1, 1, std::time::Duration::ZERO, 0);
         let model = OnnxModel::load(&fixture("tests/fixtures/models/shapes-detect.onnx"), options).unwrap();
         let runs = Arc::new(CallRuns::default());
         let graph = CallGraph::graph(model, runs.clone(), 1);

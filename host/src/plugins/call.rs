@@ -43,7 +43,7 @@ impl LoadedPlugin {
         let started = Instant::now();
         let graph_name = model.description.id.clone();
         let mut call = runtime.store(limits, Some((&graph_name, model.onnx.clone())));
-        let info = model_info(&model.description, &graph_name);
+        let info = model_info(&model.description, &graph_name, model.onnx.run_images());
         let wit_images: Vec<wit::Image> = images
             .iter_mut()
             .map(|i| wit::Image {
@@ -144,7 +144,9 @@ pub fn detection_bytes(d: &wit::Detection) -> usize {
     6 * 4 + d.class_name.len()
 }
 
-fn model_info(d: &ModelDescription, graph: &str) -> wit::ModelInfo {
+/// What the plugin is told of the model; `run_images` (the host's bound on images per run)
+/// stands in for a dynamic batch dimension, so that the plugin's runs stay within it.
+fn model_info(d: &ModelDescription, graph: &str, run_images: Option<usize>) -> wit::ModelInfo {
     wit::ModelInfo {
         id: d.id.clone(),
         graph: graph.to_string(),
@@ -153,7 +155,10 @@ fn model_info(d: &ModelDescription, graph: &str) -> wit::ModelInfo {
         input_name: d.input_name.clone(),
         input_width: d.input_width,
         input_height: d.input_height,
-        max_batch: d.max_batch,
+        max_batch: match (d.max_batch, run_images) {
+            (0, Some(n)) => u32::try_from(n).unwrap_or(0),
+            (fixed, _) => fixed,
+        },
         channel_order: if d.channels_last {
             wit::ChannelOrder::Nhwc
         } else {

@@ -146,12 +146,12 @@ def test_overload_is_503_with_retry_after(start_server):
 def test_the_memory_budget_refuses_a_flood_of_large_images(start_server):
     import numpy as np
     # A 4000 x 3000 gradient: a small PNG, but 36 MB decoded, ~72 MB in flight with its copy in
-    # the plugin. A budget of 100 MB (half of --max-memory 200MB) takes one at a time; the others
-    # arriving meanwhile are refused, not queued.
+    # the plugin. A budget of 100 MB (half of --max-memory 200MB) holds one decoded at a time:
+    # a request that gets the second call slot meanwhile is refused, not let in to decode.
     row = np.linspace(0, 255, 4000, dtype=np.uint8)
     big = png_bytes(np.ascontiguousarray(np.broadcast_to(row[None, :, None], (3000, 4000, 3))))
     assert len(big) < 2_000_000
-    server = start_server(["--max-memory", "200MB", "--max-concurrent-calls", "1"])
+    server = start_server(["--max-memory", "200MB", "--max-concurrent-calls", "2"])
     image = img_b64(big)
     responses = concurrently([lambda: infer(server.url, SHAPES, image)] * 8, workers=8)
     statuses = [r.status_code for r in responses]

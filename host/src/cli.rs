@@ -137,10 +137,12 @@ pub struct ServeArgs {
     /// other requests are already waiting: an idle server never waits).
     #[arg(long, env = "INFERENCE_BATCH_MAX_DELAY_US", default_value_t = 500)]
     pub batch_max_delay_us: u64,
-    /// Memory budget of the server (e.g. 1GiB): half of it bounds the images in flight (decoded,
-    /// their copy in the plugin, the model's input tensors); a request that would go beyond is
-    /// refused with 503 and Retry-After instead of growing the server's memory.
-    #[arg(long, env = "INFERENCE_MAX_MEMORY", default_value = "1GiB", value_parser = parse_bytes)]
+    /// Memory budget of the server (e.g. 1GiB). Half of it bounds the images in flight (encoded,
+    /// decoded and their copy in the plugin): a request that would go beyond is refused with 503
+    /// and Retry-After instead of growing the server's memory. A quarter is shared out between
+    /// the plugin calls in flight for their model runs (input tensors and ONNX Runtime's working
+    /// memory, measured per model at load), which bounds the images in one run.
+    #[arg(long, env = "INFERENCE_MAX_MEMORY", default_value = "512MiB", value_parser = parse_bytes)]
     pub max_memory: u64,
     /// Most requests queued or running per model; beyond, 503 with Retry-After.
     #[arg(long, env = "INFERENCE_MAX_QUEUE_PER_MODEL", default_value_t = 64)]

@@ -28,6 +28,11 @@ pub struct Encoded {
 }
 
 impl Encoded {
+    /// The encoded bytes' length.
+    pub fn encoded_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
     /// About how many bytes the decoded image takes (RGB8), read from the header alone; `None`
     /// when the header cannot be read (decoding will then say why).
     pub fn decoded_size(&self) -> Option<u64> {

@@ -8,7 +8,7 @@ use futures_util::future::try_join_all;
 use tokio::sync::SemaphorePermit;
 
 use super::{Caller, Error, Pipeline};
-use crate::input::{self, ImageSource, InputError, RgbImage};
+use crate::input::{self, Encoded, ImageSource, InputError, RgbImage};
 use crate::metrics;
 use crate::models::LoadedModel;
 use crate::plugins::{CallError, CallLimits, CallOutcome, LoadedPlugin, PluginRuntime};
@@ -28,7 +28,7 @@ struct Called<'a, O> {
     images: Option<Vec<RgbImage>>,
     /// The call slot and the memory reserved, held as long as the images are.
     slot: SemaphorePermit<'a>,
-    _memory: super::admission::Reservation<'a>,
+    _memory: (super::admission::Reservation<'a>, super::admission::Reservation<'a>),
     _place: super::admission::Place,
 }
 
@@ -341,16 +341,16 @@ impl Pipeline {
                 ))
             })??;
         let fetched = fetching.elapsed();
-        // What the images will cost in flight: decoded, their copy in the plugin, and the
-        // model's input tensor (in the plugin and for ONNX Runtime) per image.
-        let d = &model.description;
-        let tensor = u64::from(d.input_width) * u64::from(d.input_height) * 3 * 4;
-        let cost: u64 = encoded
+        // While it waits for a call slot a request holds its images encoded (or, from a
+        // workflow, decoded already); their decoded pixels and the plugin's copy of them exist
+        // only once it has a slot, and are reserved then. Input tensors and ONNX Runtime's
+        // working memory are bounded per call instead (`OnnxModel::calibrate`).
+        let waiting: u64 = encoded
             .iter()
-            .map(|e| 2 * e.decoded_size().unwrap_or(0) + 2 * tensor)
-            .chain(decoded.iter().flatten().map(|i| 2 * i.rgb.len() as u64 + 2 * tensor))
+            .map(|e| e.encoded_bytes() as u64)
+            .chain(decoded.iter().flatten().map(|i| 2 * i.rgb.len() as u64))
             .sum();
-        let memory = self.memory.reserve(cost)?;
+        let reserved_waiting = self.memory.reserve(waiting)?;
         // Take the call slot before decoding, so at most that many requests hold decoded pixels.
         let queued = Instant::now();
         let slot = self
@@ -358,6 +358,15 @@ impl Pipeline {
             .acquire()
             .await
             .map_err(|_| Error::Unavailable("server is shutting down".into()))?;
+        // An image over the pixel cap is refused by the decoder (400) before it allocates.
+        let max_rgb = input_limits.max_image_pixels.saturating_mul(3);
+        let decoding: u64 = encoded
+            .iter()
+            .filter_map(Encoded::decoded_size)
+            .filter(|bytes| *bytes <= max_rgb)
+            .map(|bytes| 2 * bytes)
+            .sum();
+        let memory = (reserved_waiting, self.memory.reserve(decoding)?);
         metrics::record_queue(queued.elapsed());
         let decoding = Instant::now();
         let images: Vec<RgbImage> = match decoded {

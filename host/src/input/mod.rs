@@ -64,13 +64,16 @@ pub async fn fetch(
 
 /// Decodes fetched bytes, on a blocking thread (decoding is CPU work).
 pub async fn decode(encoded: Encoded, max_pixels: u64) -> Result<RgbImage, InputError> {
-    tokio::task::spawn_blocking(move || {
-        if encoded.numpy {
-            decode::decode_numpy_image(&encoded.bytes, max_pixels)
-        } else {
-            decode::decode_image(&encoded.bytes, max_pixels)
-        }
-    })
-    .await
-    .map_err(|e| InputError::Decode(format!("decoder crashed: {e}")))?
+    tokio::task::spawn_blocking(move || decode_here(&encoded, max_pixels))
+        .await
+        .map_err(|e| InputError::Decode(format!("decoder crashed: {e}")))?
+}
+
+/// Decodes fetched bytes on this thread (one that may block).
+pub fn decode_here(encoded: &Encoded, max_pixels: u64) -> Result<RgbImage, InputError> {
+    if encoded.numpy {
+        decode::decode_numpy_image(&encoded.bytes, max_pixels)
+    } else {
+        decode::decode_image(&encoded.bytes, max_pixels)
+    }
 }

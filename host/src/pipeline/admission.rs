@@ -32,14 +32,22 @@ impl MemoryBudget {
     /// the whole budget is still taken when nothing else is in flight, so that the limit never
     /// makes an image the server may decode impossible to serve.
     pub fn reserve(&self, bytes: u64) -> Result<Reservation<'_>, Error> {
+        self.try_reserve(bytes).ok_or_else(|| {
+            crate::metrics::record_rejection("memory");
+            Error::Overloaded(format!(
+                "the server is at its memory budget for images in flight ({} MiB); retry shortly",
+                self.limit >> 20
+            ))
+        })
+    }
+
+    /// `reserve` for what a request can do without (a parallel share of its work): no
+    /// rejection is counted when it does not fit.
+    pub fn try_reserve(&self, bytes: u64) -> Option<Reservation<'_>> {
         let mut used = self.used.load(Ordering::Acquire);
         loop {
             if used > 0 && used.saturating_add(bytes) > self.limit {
-                crate::metrics::record_rejection("memory");
-                return Err(Error::Overloaded(format!(
-                    "the server is at its memory budget for images in flight ({} MiB); retry shortly",
-                    self.limit >> 20
-                )));
+                return None;
             }
             match self
                 .used
@@ -47,7 +55,7 @@ impl MemoryBudget {
             {
                 Ok(_) => {
                     crate::metrics::set_inflight_image_bytes(used + bytes);
-                    return Ok(Reservation { budget: self, bytes });
+                    return Some(Reservation { budget: self, bytes });
                 }
                 Err(now) => used = now,
             }

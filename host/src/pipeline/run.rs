@@ -277,8 +277,9 @@ impl Pipeline {
         self.plugins.by_route(route).filter(|p| caller.may_use_plugin(p.name()))
     }
 
-    /// Decodes the images and runs one plugin call on them; the decoded images are kept only
-    /// with `keep_images` (for drawing), else freed as soon as the plugin is done with them.
+    /// Decodes the images and runs the plugin on them, one model run's images per call; the
+    /// decoded images are kept only with `keep_images` (for drawing), else freed as soon as the
+    /// plugin is done with them.
     #[allow(clippy::too_many_arguments)]
     async fn call<O: Send + 'static>(
         &self,
@@ -358,91 +359,96 @@ impl Pipeline {
             .acquire()
             .await
             .map_err(|_| Error::Unavailable("server is shutting down".into()))?;
+        // A plugin call takes the images of one model run at a time: a list is decoded and
+        // handed to the plugin run by run, so that a request holds one run's pixels decoded
+        // (here and in the plugin's copy), not its whole list's.
+        let per_call = match (split, model.description.max_batch) {
+            (Split::Never, _) => usize::MAX,
+            (Split::PerImage, 0) => model.onnx.run_images().unwrap_or(usize::MAX),
+            (Split::PerImage, fixed) => fixed as usize,
+        }
+        .max(1);
         // An image over the pixel cap is refused by the decoder (400) before it allocates.
         let max_rgb = input_limits.max_image_pixels.saturating_mul(3);
-        let decoding: u64 = encoded
+        let mut decoded_sizes: Vec<u64> = encoded
             .iter()
             .filter_map(Encoded::decoded_size)
             .filter(|bytes| *bytes <= max_rgb)
-            .map(|bytes| 2 * bytes)
-            .sum();
-        let memory = (reserved_waiting, self.memory.reserve(decoding)?);
-        metrics::record_queue(queued.elapsed());
-        let decoding = Instant::now();
-        let images: Vec<RgbImage> = match decoded {
-            Some(images) => images,
-            None => {
-                try_join_all(
-                    encoded
-                        .into_iter()
-                        .map(|e| input::decode(e, input_limits.max_image_pixels)),
-                )
-                .await?
-            }
-        };
-        metrics::record_decode(fetched + decoding.elapsed());
-        // A picture that cannot be encoded is refused before the model runs.
-        if keep_images {
-            for image in &images {
-                visualize::check_drawable(image.width, image.height)?;
-            }
-        }
-        let sizes: Vec<ImageSize> = images
-            .iter()
-            .map(|i| ImageSize {
-                width: i.width,
-                height: i.height,
-            })
             .collect();
+        decoded_sizes.sort_unstable_by(|a, b| b.cmp(a));
+        // Each share in flight: its largest run's pixels, decoded and in the plugin; images kept
+        // for drawing stay decoded until the response is drawn.
+        let share_cost = 2 * decoded_sizes.iter().take(per_call).sum::<u64>();
+        let kept_cost = if keep_images { decoded_sizes.iter().sum() } else { 0 };
+        let memory = (reserved_waiting, self.memory.reserve(share_cost + kept_cost)?);
+        metrics::record_queue(queued.elapsed());
+        let pending: Vec<Pending> = match decoded {
+            Some(images) => images.into_iter().map(Pending::Decoded).collect(),
+            None => encoded.into_iter().map(Pending::Encoded).collect(),
+        };
         // A list of images is shared between parallel plugin calls (each pre-processes its own
         // share in WASM on a core of its own; their model runs are batched together again below
-        // the plugins), as far as free call slots and the cores allow.
-        let extra_slots: Vec<_> = if split == Split::PerImage && model.onnx.batch_limit().is_some() {
+        // the plugins), as far as free call slots, the memory budget and the cores allow.
+        let extra_shares: Vec<_> = if split == Split::PerImage && model.onnx.batch_limit().is_some() {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            (1..images.len().min(cores))
-                .map_while(|_| self.call_slots.try_acquire().ok())
+            (1..pending.len().min(cores))
+                .map_while(|_| {
+                    let slot = self.call_slots.try_acquire().ok()?;
+                    Some((slot, self.memory.try_reserve(share_cost)?))
+                })
                 .collect()
         } else {
             Vec::new()
         };
         let started = Instant::now();
-        let calls = chunks(images, 1 + extra_slots.len())
+        let max_pixels = input_limits.max_image_pixels;
+        let shares = chunks(pending, 1 + extra_shares.len())
             .into_iter()
-            .map(|mut chunk| {
+            .map(|share| {
                 let (runtime, work, limits) = (self.runtime.clone(), work.clone(), call_limits.clone());
                 let (call_plugin, call_model) = (plugin.clone(), model.clone());
                 tokio::task::spawn_blocking(move || {
-                    let outcome = work(&call_plugin, &runtime, &limits, &call_model, &mut chunk);
-                    (outcome, keep_images.then_some(chunk))
+                    run_share(share, per_call, max_pixels, keep_images, |images| {
+                        work(&call_plugin, &runtime, &limits, &call_model, images)
+                    })
                 })
             })
             .collect::<Vec<_>>();
-        let mut outcome: Result<CallOutcome<Vec<O>>, CallError> = Ok(CallOutcome {
+        let mut outcome = CallOutcome {
             value: Vec::new(),
             elapsed: std::time::Duration::ZERO,
             model_runs: 0,
-        });
+        };
+        let (mut sizes, mut decoding) = (Vec::new(), std::time::Duration::ZERO);
         let mut images = keep_images.then(Vec::new);
-        for call in calls {
-            let (part, kept) = call
+        let mut failure = None;
+        for share in shares {
+            let share = share
                 .await
                 .map_err(|e| Error::Internal(format!("plugin thread failed: {e}")))?;
-            if let (Some(all), Some(kept)) = (&mut images, kept) {
-                all.extend(kept);
-            }
-            outcome = match (outcome, part) {
-                (Ok(mut sum), Ok(part)) => {
-                    sum.value.extend(part.value);
-                    sum.elapsed = sum.elapsed.max(part.elapsed);
-                    sum.model_runs += part.model_runs;
-                    Ok(sum)
+            match (share, &failure) {
+                (Ok(share), None) => {
+                    outcome.value.extend(share.outcome.value);
+                    outcome.elapsed = outcome.elapsed.max(share.outcome.elapsed);
+                    outcome.model_runs += share.outcome.model_runs;
+                    sizes.extend(share.sizes);
+                    decoding = decoding.max(share.decoding);
+                    if let Some(all) = &mut images {
+                        all.extend(share.kept);
+                    }
                 }
-                (Err(e), _) | (Ok(_), Err(e)) => Err(e),
-            };
+                (Err(e), None) => failure = Some(e),
+                (_, Some(_)) => {}
+            }
         }
-        drop(extra_slots);
-        let outcome = outcome.inspect_err(CallError::record)?;
-        metrics::record_plugin(&model.description.id, plugin.name(), started.elapsed());
+        drop(extra_shares);
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        metrics::record_decode(fetched + decoding);
+        // The plugin calls' time, as before decoding moved into them (`time` in the response).
+        let called_for = started.elapsed().saturating_sub(decoding);
+        metrics::record_plugin(&model.description.id, plugin.name(), called_for);
         tracing::debug!(model = %model.description.id, plugin = plugin.name(), images = sizes.len(),
             request_id = %caller.request_id, plugin_ms = outcome.elapsed.as_secs_f64() * 1e3,
             model_runs = outcome.model_runs, "plugin call done");
@@ -450,13 +456,80 @@ impl Pipeline {
             outcome,
             plugin,
             sizes,
-            time: started.elapsed().as_secs_f64(),
+            time: called_for.as_secs_f64(),
             images,
             slot,
             _memory: memory,
             _place: place,
         })
     }
+}
+
+/// An image of a call, decoded when its run comes.
+enum Pending {
+    Encoded(Encoded),
+    Decoded(RgbImage),
+}
+
+/// What one plugin call's share of a request gave.
+struct Share<O> {
+    outcome: CallOutcome<Vec<O>>,
+    sizes: Vec<ImageSize>,
+    /// The decoded images, when kept for drawing.
+    kept: Vec<RgbImage>,
+    decoding: std::time::Duration,
+}
+
+/// Runs `call` on `share` (on a blocking thread) `per_call` images at a time, decoding each
+/// run's images just before it and freeing them after, unless they are kept for drawing.
+fn run_share<O>(
+    share: Vec<Pending>,
+    per_call: usize,
+    max_pixels: u64,
+    keep: bool,
+    mut call: impl FnMut(&mut [RgbImage]) -> Result<CallOutcome<Vec<O>>, CallError>,
+) -> Result<Share<O>, Error> {
+    let mut done = Share {
+        outcome: CallOutcome {
+            value: Vec::with_capacity(share.len()),
+            elapsed: std::time::Duration::ZERO,
+            model_runs: 0,
+        },
+        sizes: Vec::with_capacity(share.len()),
+        kept: Vec::new(),
+        decoding: std::time::Duration::ZERO,
+    };
+    let mut share = share.into_iter().peekable();
+    while share.peek().is_some() {
+        let decoding = Instant::now();
+        let mut run = share
+            .by_ref()
+            .take(per_call)
+            .map(|p| match p {
+                Pending::Encoded(e) => input::decode_here(&e, max_pixels),
+                Pending::Decoded(image) => Ok(image),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        done.decoding += decoding.elapsed();
+        // A picture that cannot be encoded is refused before the model runs.
+        if keep {
+            for image in &run {
+                visualize::check_drawable(image.width, image.height)?;
+            }
+        }
+        done.sizes.extend(run.iter().map(|i| ImageSize {
+            width: i.width,
+            height: i.height,
+        }));
+        let part = call(&mut run).inspect_err(CallError::record)?;
+        done.outcome.value.extend(part.value);
+        done.outcome.elapsed += part.elapsed;
+        done.outcome.model_runs += part.model_runs;
+        if keep {
+            done.kept.extend(run);
+        }
+    }
+    Ok(done)
 }
 
 /// `items` in `n` consecutive chunks of near-equal size (none empty).
@@ -492,7 +565,39 @@ async fn draw<T: Task>(
 
 #[cfg(test)]
 mod tests {
-    use super::chunks;
+    use super::{chunks, run_share, CallOutcome, Pending, RgbImage};
+
+    #[test]
+    fn a_share_is_called_run_by_run_in_order() {
+        let images = |n: u32| {
+            (1..=n)
+                .map(|width| {
+                    Pending::Decoded(RgbImage {
+                        width,
+                        height: 1,
+                        rgb: vec![0; 3 * width as usize],
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        for keep in [false, true] {
+            let mut runs = Vec::new();
+            let done = run_share(images(5), 2, 1 << 20, keep, |run| {
+                runs.push(run.len());
+                Ok(CallOutcome {
+                    value: run.iter().map(|i| i.width).collect(),
+                    elapsed: std::time::Duration::from_millis(1),
+                    model_runs: 1,
+                })
+            })
+            .unwrap();
+            assert_eq!(runs, [2, 2, 1]);
+            assert_eq!(done.outcome.value, [1, 2, 3, 4, 5]);
+            assert_eq!(done.outcome.model_runs, 3);
+            assert_eq!(done.sizes.iter().map(|s| s.width).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+            assert_eq!(done.kept.len(), if keep { 5 } else { 0 });
+        }
+    }
 
     #[test]
     fn chunks_keep_order_and_balance() {

@@ -141,6 +141,13 @@ fn memory(pid: Option<u32>) -> Result<Memory> {
     })
 }
 
+/// Resets `pid`'s VmHWM to its current VmRSS, so that the next reading gives the peak of one
+/// level rather than of the process's life.
+fn reset_peak_memory(pid: u32) -> Result<()> {
+    let path = format!("/proc/{pid}/clear_refs");
+    std::fs::write(&path, "5").with_context(|| format!("cannot write {path}"))
+}
+
 // ---------------------------------------------------------------------------------------------
 // raw: the native pipeline
 // ---------------------------------------------------------------------------------------------
@@ -682,6 +689,9 @@ fn http(args: HttpArgs) -> Result<()> {
 }
 
 async fn measure_level(load: &Arc<Load>, args: &HttpArgs, concurrency: usize) -> Result<Level> {
+    if let Some(pid) = args.server_pid {
+        reset_peak_memory(pid)?;
+    }
     let warm = load.run(concurrency, args.warmup.max(concurrency)).await;
     let refused = |r: &Result<Sample>| r.as_ref().is_err_and(|e| e.is::<Rejected>());
     if let Some(Err(e)) = warm.into_iter().find(|r| r.is_err() && !refused(r)) {

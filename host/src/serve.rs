@@ -232,8 +232,7 @@ fn every_trim() {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
             tick.tick().await;
-            // SAFETY: malloc_trim only returns free memory to the system.
-            let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
+            let _ = tokio::task::spawn_blocking(crate::nn::trim_heap).await;
         }
     });
 }

@@ -32,6 +32,17 @@ pub struct LoadedModel {
     pub owner: Option<String>,
 }
 
+impl LoadedModel {
+    /// Most images a plugin should hand the model at once: its static batch, or for a dynamic
+    /// batch the host's bound on one run (`OnnxModel::run_images`; None: no bound).
+    pub fn images_per_run(&self) -> Option<usize> {
+        match self.description.max_batch {
+            0 => self.onnx.run_images(),
+            fixed => Some(fixed as usize),
+        }
+    }
+}
+
 /// How long Roboflow's answer on whether a credential may have a model is trusted.
 const ENTITLEMENT_TTL: Duration = Duration::from_secs(300);
 

@@ -394,7 +394,7 @@ fn tensor_type(element: TensorElementType) -> Option<TensorType> {
 }
 
 /// The process's resident memory, as the kernel counts it.
-mod memory {
+pub mod memory {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::time::Duration;
 
@@ -431,8 +431,8 @@ mod memory {
         Ok(Some(peak.saturating_sub(before)))
     }
 
-    /// Hands freed heap memory back, so that what a run allocates shows in `resident`.
-    fn trim() {
+    /// Hands freed heap memory back to the system (glibc keeps it otherwise).
+    pub fn trim() {
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         // SAFETY: malloc_trim only returns free memory to the system.
         unsafe {

@@ -4,5 +4,6 @@ pub mod batch;
 pub mod graph;
 pub mod runtime;
 
+pub use graph::memory::trim as trim_heap;
 pub use graph::{CallGraph, CallRegistry, CallRuns, ModelSignature, OnnxModel, SessionOptions};
 pub use runtime::Device;

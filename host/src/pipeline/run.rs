@@ -362,12 +362,10 @@ impl Pipeline {
         // A plugin call takes the images of one model run at a time: a list is decoded and
         // handed to the plugin run by run, so that a request holds one run's pixels decoded
         // (here and in the plugin's copy), not its whole list's.
-        let per_call = match (split, model.description.max_batch) {
-            (Split::Never, _) => usize::MAX,
-            (Split::PerImage, 0) => model.onnx.run_images().unwrap_or(usize::MAX),
-            (Split::PerImage, fixed) => fixed as usize,
-        }
-        .max(1);
+        let per_call = match split {
+            Split::Never => usize::MAX,
+            Split::PerImage => model.images_per_run().unwrap_or(usize::MAX).max(1),
+        };
         // An image over the pixel cap is refused by the decoder (400) before it allocates.
         let max_rgb = input_limits.max_image_pixels.saturating_mul(3);
         let mut decoded_sizes: Vec<u64> = encoded
@@ -511,7 +509,7 @@ fn run_share<O>(
             })
             .collect::<Result<Vec<_>, _>>()?;
         done.decoding += decoding.elapsed();
-        // A picture that cannot be encoded is refused before the model runs.
+        // A picture that cannot be encoded is refused before its run.
         if keep {
             for image in &run {
                 visualize::check_drawable(image.width, image.height)?;

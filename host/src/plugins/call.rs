@@ -43,7 +43,7 @@ impl LoadedPlugin {
         let started = Instant::now();
         let graph_name = model.description.id.clone();
         let mut call = runtime.store(limits, Some((&graph_name, model.onnx.clone())));
-        let info = model_info(&model.description, &graph_name, model.onnx.run_images());
+        let info = model_info(&model.description, &graph_name, model.images_per_run());
         let wit_images: Vec<wit::Image> = images
             .iter_mut()
             .map(|i| wit::Image {
@@ -144,9 +144,9 @@ pub fn detection_bytes(d: &wit::Detection) -> usize {
     6 * 4 + d.class_name.len()
 }
 
-/// What the plugin is told of the model; `run_images` (the host's bound on images per run)
-/// stands in for a dynamic batch dimension, so that the plugin's runs stay within it.
-fn model_info(d: &ModelDescription, graph: &str, run_images: Option<usize>) -> wit::ModelInfo {
+/// What the plugin is told of the model; `images_per_run` (`LoadedModel::images_per_run`)
+/// stands in for a dynamic batch dimension, so that the plugin's runs stay within the host's bound.
+fn model_info(d: &ModelDescription, graph: &str, images_per_run: Option<usize>) -> wit::ModelInfo {
     wit::ModelInfo {
         id: d.id.clone(),
         graph: graph.to_string(),
@@ -155,10 +155,7 @@ fn model_info(d: &ModelDescription, graph: &str, run_images: Option<usize>) -> w
         input_name: d.input_name.clone(),
         input_width: d.input_width,
         input_height: d.input_height,
-        max_batch: match (d.max_batch, run_images) {
-            (0, Some(n)) => u32::try_from(n).unwrap_or(0),
-            (fixed, _) => fixed,
-        },
+        max_batch: images_per_run.map_or(0, |n| u32::try_from(n).unwrap_or(0)),
         channel_order: if d.channels_last {
             wit::ChannelOrder::Nhwc
         } else {

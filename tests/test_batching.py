@@ -143,6 +143,22 @@ def test_overload_is_503_with_retry_after(start_server):
     assert infer(server.url, NUDENET, image).status_code == 200
 
 
+def flood_is_partly_refused(url: str, image, n: int, reason: str, what: str) -> str:
+    """Sends `n` concurrent requests: some are served, the rest refused with 503, Retry-After and
+    the budget's message, counted under `reason`. Returns /metrics."""
+    responses = concurrently([lambda: infer(url, SHAPES, image)] * n, workers=n)
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {200, 503}, statuses
+    assert 503 in statuses and 200 in statuses, statuses
+    for r in responses:
+        if r.status_code == 503:
+            assert r.headers.get("Retry-After"), r.headers
+            assert f"memory budget for {what}" in r.json()["message"], r.text
+    metrics = requests.get(f"{url}/metrics", timeout=HTTP_TIMEOUT).text
+    assert re.search(rf'^inference_rejected_total{{reason="{reason}"}} [1-9]', metrics, re.M), metrics[-2000:]
+    return metrics
+
+
 def test_the_memory_budget_refuses_a_flood_of_large_images(start_server):
     import numpy as np
     # A 4000 x 3000 gradient: a small PNG, but 36 MB decoded, ~72 MB in flight with its copy in
@@ -153,14 +169,23 @@ def test_the_memory_budget_refuses_a_flood_of_large_images(start_server):
     assert len(big) < 2_000_000
     server = start_server(["--max-memory", "200MB", "--max-concurrent-calls", "2"])
     image = img_b64(big)
-    responses = concurrently([lambda: infer(server.url, SHAPES, image)] * 8, workers=8)
-    statuses = [r.status_code for r in responses]
-    assert set(statuses) <= {200, 503}, statuses
-    assert 503 in statuses and 200 in statuses, statuses
-    for r in responses:
-        if r.status_code == 503:
-            assert r.headers.get("Retry-After") and "memory budget" in r.json()["message"]
-    metrics = requests.get(f"{server.url}/metrics", timeout=HTTP_TIMEOUT).text
-    assert re.search(r'^inference_rejected_total\{reason="memory"\} [1-9]', metrics, re.M)
+    metrics = flood_is_partly_refused(server.url, image, 8, "memory", "images in flight")
     # Alone, the large image is served.
+    assert infer(server.url, SHAPES, image).status_code == 200
+
+
+def test_the_body_budget_refuses_a_flood_of_large_bodies_before_reading_them(start_server):
+    import numpy as np
+    # Noise does not compress: a 640 x 480 PNG of ~0.9 MB, ~1.2 MB in base64, counted twice
+    # (the bytes read and the string parsed from them). The body budget (a sixteenth of
+    # --max-memory 64MB: 4 MiB) holds one such body at a time; the images' budget (32 MiB) would
+    # take many, so the refusals are the bodies'.
+    noise = np.random.default_rng(7).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    image = img_b64(png_bytes(noise))
+    assert len(image["value"]) > 1_000_000
+    server = start_server(["--max-memory", "64MB"])
+    metrics = flood_is_partly_refused(server.url, image, 24, "bodies", "request bodies")
+    # Every reservation was given back: the gauge is at zero between requests, and the next
+    # request is served.
+    assert re.search(r'^inference_inflight_body_bytes 0$', metrics, re.M), metrics[-2000:]
     assert infer(server.url, SHAPES, image).status_code == 200

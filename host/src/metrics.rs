@@ -32,6 +32,7 @@ pub const BATCH_QUEUE_IMAGES: &str = "inference_batch_queue_images";
 pub const RUN_SLOTS_BUSY: &str = "inference_run_slots_busy";
 pub const REJECTED_TOTAL: &str = "inference_rejected_total";
 pub const INFLIGHT_IMAGE_BYTES: &str = "inference_inflight_image_bytes";
+pub const INFLIGHT_BODY_BYTES: &str = "inference_inflight_body_bytes";
 pub const QUOTA_STORE_UP: &str = "inference_quota_store_up";
 pub const QUOTA_STORE_ERRORS: &str = "inference_quota_store_errors_total";
 pub const QUOTA_FALLBACKS: &str = "inference_quota_fallbacks_total";
@@ -156,7 +157,12 @@ fn describe() {
     describe_gauge!(RUN_SLOTS_BUSY, "ONNX Runtime runs in flight, by model");
     describe_counter!(
         REJECTED_TOTAL,
-        "Requests refused with 503 for overload, by reason (memory: the images-in-flight budget; queue: the model's queue bound)"
+        "Requests refused with 503 for overload, by reason (memory: the images-in-flight budget; bodies: the budget of request bodies being read; queue: the model's queue bound)"
+    );
+    describe_gauge!(
+        INFLIGHT_BODY_BYTES,
+        Unit::Bytes,
+        "Memory reserved for the request bodies being read and parsed"
     );
     describe_gauge!(
         INFLIGHT_IMAGE_BYTES,
@@ -272,13 +278,17 @@ pub fn set_batch_state(model: &str, queued_images: usize, busy_slots: usize) {
     metrics::gauge!(RUN_SLOTS_BUSY, "model" => model.to_string()).set(busy_slots as f64);
 }
 
-/// A request refused for overload (`memory` or `queue`).
+/// A request refused for overload (`memory`, `bodies` or `queue`).
 pub fn record_rejection(reason: &'static str) {
     metrics::counter!(REJECTED_TOTAL, "reason" => reason).increment(1);
 }
 
 pub fn set_inflight_image_bytes(bytes: u64) {
     metrics::gauge!(INFLIGHT_IMAGE_BYTES).set(bytes as f64);
+}
+
+pub fn set_inflight_body_bytes(bytes: u64) {
+    metrics::gauge!(INFLIGHT_BODY_BYTES).set(bytes as f64);
 }
 
 /// A model unloaded to fit `--max-loaded-models`.

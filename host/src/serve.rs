@@ -17,7 +17,7 @@ use crate::models::cache::default_cache_dir;
 use crate::models::sources::ModelSources;
 use crate::models::{Limits, LoadedModels, ModelId};
 use crate::nn::{self, SessionOptions};
-use crate::pipeline::{MemoryBudget, Pipeline};
+use crate::pipeline::{Counted, MemoryBudget, Pipeline};
 use crate::plugins::{CallLimits, PluginRegistry, PluginRuntime};
 use crate::server::{self, AppState};
 use crate::tasks;
@@ -111,7 +111,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         url_policy,
         call_slots: Semaphore::new(max_concurrent_calls),
         choices: Default::default(),
-        memory: MemoryBudget::new(args.max_memory / 2),
+        memory: MemoryBudget::new(args.max_memory / 2, Counted::Images),
         max_queue_per_model: args.max_queue_per_model,
         queues: Default::default(),
         fetch_slots: Semaphore::new(args.max_url_fetches),
@@ -123,6 +123,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         draining: AtomicBool::new(false),
         gate,
         workflows,
+        // A sixteenth of the budget: enough for 64 concurrent photo bodies (~180 KB in base64).
+        bodies: server::bodies::BodyBudget::new(args.max_memory / 16, args.max_body_bytes),
     });
     crate::metrics::set_draining(false);
     if let Some(store) = state.gate.as_ref().and_then(|g| g.store.as_ref()) {

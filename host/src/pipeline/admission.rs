@@ -1,17 +1,42 @@
 //! Admission: what the server takes on at once, so that overload is a quick 503 with
-//! `Retry-After` instead of a growing queue or memory. Two bounds: the memory the images in
-//! flight take (decoded pixels, their copy in the plugin, the model's input tensors: a large
-//! image counts for what it costs), and per model, the requests queued or running.
+//! `Retry-After` instead of a growing queue or memory. Memory budgets (the images in flight:
+//! decoded pixels, their copy in the plugin, the model's input tensors, a large image counting
+//! for what it costs; and, at the HTTP edge, the request bodies being read), and per model, the
+//! requests queued or running.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::Error;
 
-/// The memory the images in flight may take together.
+/// The memory what a budget counts may take together.
 pub struct MemoryBudget {
     limit: u64,
     used: AtomicU64,
+    counts: Counted,
+}
+
+/// What a budget counts: its rejection reason, its gauge and its words in a refusal.
+#[derive(Clone, Copy)]
+pub enum Counted {
+    Images,
+    Bodies,
+}
+
+impl Counted {
+    fn reason(self) -> &'static str {
+        match self {
+            Counted::Images => "memory",
+            Counted::Bodies => "bodies",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Counted::Images => "images in flight",
+            Counted::Bodies => "request bodies being read",
+        }
+    }
 }
 
 /// Memory reserved for a request's images; given back when dropped.
@@ -21,10 +46,11 @@ pub struct Reservation<'a> {
 }
 
 impl MemoryBudget {
-    pub fn new(limit: u64) -> Self {
+    pub fn new(limit: u64, counts: Counted) -> Self {
         Self {
             limit,
             used: AtomicU64::new(0),
+            counts,
         }
     }
 
@@ -33,9 +59,10 @@ impl MemoryBudget {
     /// makes an image the server may decode impossible to serve.
     pub fn reserve(&self, bytes: u64) -> Result<Reservation<'_>, Error> {
         self.try_reserve(bytes).ok_or_else(|| {
-            crate::metrics::record_rejection("memory");
+            crate::metrics::record_rejection(self.counts.reason());
             Error::Overloaded(format!(
-                "the server is at its memory budget for images in flight ({} MiB); retry shortly",
+                "the server is at its memory budget for {} ({} MiB); retry shortly",
+                self.counts.what(),
                 self.limit >> 20
             ))
         })
@@ -54,7 +81,7 @@ impl MemoryBudget {
                 .compare_exchange_weak(used, used + bytes, Ordering::AcqRel, Ordering::Acquire)
             {
                 Ok(_) => {
-                    crate::metrics::set_inflight_image_bytes(used + bytes);
+                    self.show(used + bytes);
                     return Some(Reservation { budget: self, bytes });
                 }
                 Err(now) => used = now,
@@ -63,10 +90,19 @@ impl MemoryBudget {
     }
 }
 
+impl MemoryBudget {
+    fn show(&self, used: u64) {
+        match self.counts {
+            Counted::Images => crate::metrics::set_inflight_image_bytes(used),
+            Counted::Bodies => crate::metrics::set_inflight_body_bytes(used),
+        }
+    }
+}
+
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         let left = self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel) - self.bytes;
-        crate::metrics::set_inflight_image_bytes(left);
+        self.budget.show(left);
     }
 }
 
@@ -105,7 +141,7 @@ mod tests {
 
     #[test]
     fn the_budget_refuses_beyond_its_limit_and_takes_back_what_is_dropped() {
-        let budget = MemoryBudget::new(100);
+        let budget = MemoryBudget::new(100, Counted::Images);
         let a = budget.reserve(60).unwrap();
         assert!(matches!(budget.reserve(50), Err(Error::Overloaded(_))));
         let b = budget.reserve(40).unwrap();

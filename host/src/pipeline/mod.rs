@@ -5,7 +5,7 @@
 mod admission;
 mod run;
 
-pub use admission::{MemoryBudget, ModelQueue};
+pub use admission::{Counted, MemoryBudget, ModelQueue};
 
 pub use run::check_task;
 

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod available;
+pub mod bodies;
 pub mod context;
 pub mod docs;
 pub mod error;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub gate: Option<Arc<Gate>>,
     /// Workflow definitions compiled, the stored workflows, the run limits.
     pub workflows: crate::workflows::Workflows,
+    /// The memory the request bodies being read may take.
+    pub bodies: bodies::BodyBudget,
 }
 
 /// Adds each task's `/infer/<route>` routes.
@@ -107,6 +110,8 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         Some(gate) => routes.layer(axum::middleware::from_fn_with_state(gate.clone(), auth::authenticate)),
         None => routes,
     };
+    // Bodies are budgeted before anything reads them (the gate may, for a key in the body).
+    let routes = routes.layer(axum::middleware::from_fn_with_state(state.clone(), bodies::admit));
     // Request ids, request spans (path only: a query may carry an api_key) and log lines, metrics.
     observe::instrument(routes).with_state(state)
 }

@@ -141,7 +141,8 @@ pub struct ServeArgs {
     /// decoded and their copy in the plugin): a request that would go beyond is refused with 503
     /// and Retry-After instead of growing the server's memory. A quarter is shared out between
     /// the plugin calls in flight for their model runs (input tensors and ONNX Runtime's working
-    /// memory, measured per model at load), which bounds the images in one run.
+    /// memory, measured per model at load), which bounds the images in one run. A sixteenth
+    /// bounds the request bodies being read (twice each Content-Length, reserved before reading).
     #[arg(long, env = "INFERENCE_MAX_MEMORY", default_value = "512MiB", value_parser = parse_bytes)]
     pub max_memory: u64,
     /// Most requests queued or running per model; beyond, 503 with Retry-After.

@@ -25,6 +25,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 use tower::ServiceExt;
 
+/// The most a connection's read buffer grows to (hyper's default is 400 KiB). The request line
+/// and headers must fit in it: larger ones get 431 (a URI too long for it too, as no 414 can
+/// be told apart before the line ends).
+const READ_BUFFER_BYTES: usize = 32 << 10;
+
 /// How connections are treated.
 #[derive(Clone, Copy, Debug)]
 pub struct Discipline {
@@ -241,7 +246,11 @@ async fn serve_connection(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(discipline.header_read_timeout);
+        .header_read_timeout(discipline.header_read_timeout)
+        // hyper's read buffer grows to 400 KiB while a large body arrives and keeps that size
+        // for the connection's life (body chunks share it); under a flood of photo bodies on
+        // hundreds of keep-alive connections that, not the budgeted bodies, was the peak.
+        .max_buf_size(READ_BUFFER_BYTES);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(JsonErrors::new(stream)), service);
     tokio::pin!(connection);
     let mut stopping = false;
@@ -399,11 +408,14 @@ impl JsonErrors {
 /// such an error: theirs carry JSON).
 fn json_protocol_error(head: &[u8]) -> Option<Vec<u8>> {
     let message = if head.starts_with(b"HTTP/1.1 400 ") {
-        "Malformed HTTP request"
+        "Malformed HTTP request".to_string()
     } else if head.starts_with(b"HTTP/1.1 414 ") {
-        "Request URI is too long"
+        "Request URI is too long".to_string()
     } else if head.starts_with(b"HTTP/1.1 431 ") {
-        "Request headers are too large"
+        format!(
+            "Request line and headers are too large (the limit is {} KiB)",
+            READ_BUFFER_BYTES >> 10
+        )
     } else {
         return None;
     };

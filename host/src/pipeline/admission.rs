@@ -88,9 +88,8 @@ impl MemoryBudget {
             }
         }
     }
-}
 
-impl MemoryBudget {
+    /// Sets the budget's gauge.
     fn show(&self, used: u64) {
         match self.counts {
             Counted::Images => crate::metrics::set_inflight_image_bytes(used),

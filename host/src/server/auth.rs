@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{header, Method};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -74,11 +74,7 @@ pub async fn authenticate(State(gate): State<Arc<Gate>>, request: Request, next:
 async fn admit(gate: &Gate, request: Request) -> Result<(Admission, Request), ApiError> {
     let (parts, body) = request.into_parts();
     let tenants = gate.tenants();
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared = super::declared_length(&parts.headers).and_then(|n| usize::try_from(n).ok());
     let unauthorized = || {
         ApiError::Unauthorized(
             "A valid API key is required: pass api_key (query or JSON body) or Authorization: Bearer <key>".into(),

@@ -36,11 +36,7 @@ impl BodyBudget {
     /// What reading and parsing this request's body costs. A body over the server's limit is
     /// not counted: it is refused with 413 from its length, unread.
     fn cost(&self, method: &Method, headers: &HeaderMap) -> u64 {
-        let length = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        match length {
+        match super::declared_length(headers) {
             Some(n) if n > self.max_body_bytes => 0,
             // The bytes read, and what is parsed from them (strings, decoded base64).
             Some(n) => 2 * n,

@@ -272,11 +272,7 @@ async fn serve_connection(
 /// Answers at once what must not reach the handlers: a body announced larger than the limit
 /// (before hyper sends `100 Continue`, which it does only when the body is first read).
 fn refuse_early<B>(request: &Request<B>, max_body_bytes: usize) -> Option<Response<Body>> {
-    let length = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())?;
+    let length = super::declared_length(request.headers())?;
     (length > max_body_bytes as u64).then(|| {
         json_error(
             StatusCode::PAYLOAD_TOO_LARGE,

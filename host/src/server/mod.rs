@@ -45,6 +45,14 @@ pub struct AppState {
     pub bodies: bodies::BodyBudget,
 }
 
+/// The body length a request announces (`Content-Length`), if it announces one.
+pub(crate) fn declared_length(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
 /// Adds each task's `/infer/<route>` routes.
 struct TaskRoutes(Router<Arc<AppState>>);
 

@@ -42,6 +42,10 @@ def test_well_behaved_call_works(hostile):
     ("foreign-graph", 500, ["hostile-detector", "NotFound"]),
     ("read-file", 500, ["hostile-detector", "file read refused"]),
     ("env", 500, ["hostile-detector", "environment has 0 variables"]),
+    # The host's imaging makes its tensors outside the plugin's memory, within the same limit.
+    ("huge-input", 400, ["hostile-detector", "8192x8192", "memory limit"]),
+    ("hoard", 400, ["hostile-detector", "640x640", "memory limit"]),
+    ("forged-image", 500, ["hostile-detector", "trapped"]),
 ])
 def test_misbehaviour_is_contained(hostile, mode, status, words):
     started = time.monotonic()

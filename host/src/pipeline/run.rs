@@ -152,7 +152,7 @@ impl Pipeline {
                 limits,
                 model,
                 images,
-                Box::new(|bound, store, info, images| T::invoke(bound, store, info, images, &params)),
+                Box::new(|bound, store, info| T::invoke(bound, store, info, &params)),
             )?;
             let value = plugin.check_results(limits, outcome.value, count, T::output_bytes)?;
             Ok(CallOutcome { value, ..outcome })
@@ -212,7 +212,7 @@ impl Pipeline {
                 limits,
                 model,
                 images,
-                Box::new(|bound, store, info, images| custom::invoke(bound, store, info, images, &params_json)),
+                Box::new(|bound, store, info| custom::invoke(bound, store, info, &params_json)),
             )?;
             Ok(CallOutcome {
                 value: vec![custom::document(plugin, limits, outcome.value)?],
@@ -374,8 +374,9 @@ impl Pipeline {
             .filter(|bytes| *bytes <= max_rgb)
             .collect();
         decoded_sizes.sort_unstable_by(|a, b| b.cmp(a));
-        // Each share in flight: its largest run's pixels, decoded and in the plugin; images kept
-        // for drawing stay decoded until the response is drawn.
+        // Each share in flight: its largest run's pixels, decoded and in the plugin (a plugin
+        // built against the WIT's 0.1.0 gets a copy, a current one may ask for one: counted for
+        // every plugin alike); images kept for drawing stay decoded until the response is drawn.
         let share_cost = 2 * decoded_sizes.iter().take(per_call).sum::<u64>();
         let kept_cost = if keep_images { decoded_sizes.iter().sum() } else { 0 };
         let memory = (reserved_waiting, self.memory.reserve(share_cost + kept_cost)?);
@@ -385,8 +386,8 @@ impl Pipeline {
             None => encoded.into_iter().map(Pending::Encoded).collect(),
         };
         // A list of images is shared between parallel plugin calls (each pre-processes its own
-        // share in WASM on a core of its own; their model runs are batched together again below
-        // the plugins), as far as free call slots, the memory budget and the cores allow.
+        // share on a core of its own; their model runs are batched together again below the
+        // plugins), as far as free call slots, the memory budget and the cores allow.
         let extra_shares: Vec<_> = if split == Split::PerImage && model.onnx.batch_limit().is_some() {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             (1..pending.len().min(cores))

@@ -1,12 +1,13 @@
 //! One call into a plugin, whatever its world: a fresh store with the call's limits and the
-//! model's graph (none for a workflow block), the pixels lent to the guest, the world's export
-//! invoked (by the caller, which knows the world's bindings), and the outcome checked and
-//! accounted.
+//! model's graph (none for a workflow block), the images lent to the store (`imaging`), the
+//! world's export invoked (by the caller, which knows the world's bindings), and the outcome
+//! checked and accounted.
 
 use std::time::Instant;
 
 use wasmtime::Store;
 
+use super::imaging::Lent;
 use super::registry::LoadedPlugin;
 use super::runtime::{CallLimits, CallState, CallStore, PluginRuntime};
 use super::world::Bound;
@@ -14,15 +15,10 @@ use super::{wit, CallError, CallOutcome, PluginErrorKind};
 use crate::input::RgbImage;
 use crate::models::{LoadedModel, ModelDescription, Resize, ScoreActivation};
 
-/// Calls a world's export: instantiate from the bound component, then call, both in `store`.
+/// Calls a world's export: instantiate from the bound component, then call, both in `store`,
+/// whose state holds the call's images (`CallState::image_handles`).
 pub type Invoke<'a, O> = Box<
-    dyn FnOnce(
-            &Bound,
-            &mut Store<CallState>,
-            &wit::ModelInfo,
-            &[wit::Image],
-        ) -> wasmtime::Result<Result<O, wit::PluginError>>
-        + 'a,
+    dyn FnOnce(&Bound, &mut Store<CallState>, &wit::ModelInfo) -> wasmtime::Result<Result<O, wit::PluginError>> + 'a,
 >;
 
 /// Calls a world's export that takes no model (a workflow block's `run`): instantiate, then call.
@@ -44,19 +40,20 @@ impl LoadedPlugin {
         let graph_name = model.description.id.clone();
         let mut call = runtime.store(limits, Some((&graph_name, model.onnx.clone())));
         let info = model_info(&model.description, &graph_name, model.images_per_run());
-        let wit_images: Vec<wit::Image> = images
-            .iter_mut()
-            .map(|i| wit::Image {
-                width: i.width,
-                height: i.height,
-                rgb: std::mem::take(&mut i.rgb),
-            })
-            .collect();
+        let lent = images.iter_mut().map(|i| RgbImage {
+            width: i.width,
+            height: i.height,
+            rgb: std::mem::take(&mut i.rgb),
+        });
+        // The host's input tensors count against the call's memory like the plugin's own data.
+        call.store
+            .data_mut()
+            .lend(Lent::new(lent.collect(), limits.memory_bytes));
         // Instantiation and the call both run guest code: a trap in either is the plugin's.
-        let result = invoke(&self.bound, &mut call.store, &info, &wit_images);
-        // The guest got copies of the pixels: hand them back (for drawing the predictions).
-        for (image, wit_image) in images.iter_mut().zip(wit_images) {
-            image.rgb = wit_image.rgb;
+        let result = invoke(&self.bound, &mut call.store, &info);
+        // Hand the pixels back (for drawing the predictions).
+        for (image, lent) in images.iter_mut().zip(call.store.data_mut().take_lent().into_images()) {
+            image.rgb = lent.rgb;
         }
         let value = self.outcome(limits, result, &call)?;
         let ended = Instant::now();

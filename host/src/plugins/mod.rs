@@ -3,6 +3,8 @@
 
 pub mod block;
 pub mod call;
+pub mod imaging;
+pub mod legacy;
 pub mod manifest;
 pub mod registry;
 pub mod runtime;

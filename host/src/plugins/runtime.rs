@@ -9,7 +9,7 @@ use std::hash::{Hash, Hasher};
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, Linker, Resource, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder,
 };
@@ -18,6 +18,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_nn::wit::WasiNnView;
 use wasmtime_wasi_nn::{Graph, InMemoryRegistry, Registry};
 
+use super::imaging::{HasImaging, ImagingView, Lent};
+use super::wit::{self, LentImage};
 use crate::nn::{CallGraph, CallRegistry, CallRuns, OnnxModel};
 
 /// How often the epoch advances; deadlines are counted in these ticks.
@@ -51,6 +53,8 @@ pub struct CallState {
     table: ResourceTable,
     nn: wasmtime_wasi_nn::wit::WasiNnCtx,
     limits: StoreLimits,
+    /// The call's images, lent as `image` handles (or, to 0.1.0 components, as records).
+    lent: Lent,
 }
 
 impl WasiView for CallState {
@@ -64,6 +68,39 @@ impl WasiView for CallState {
 
 fn nn_view(state: &mut CallState) -> WasiNnView<'_> {
     WasiNnView::new(&mut state.table, &mut state.nn)
+}
+
+fn imaging_view(state: &mut CallState) -> ImagingView<'_> {
+    ImagingView {
+        table: &mut state.table,
+        lent: &mut state.lent,
+    }
+}
+
+impl CallState {
+    /// Lends `lent` to the call (before it starts).
+    pub fn lend(&mut self, lent: Lent) {
+        self.lent = lent;
+    }
+
+    /// Takes the lent images back (after the call).
+    pub fn take_lent(&mut self) -> Lent {
+        std::mem::take(&mut self.lent)
+    }
+
+    /// One owned handle per lent image, in order, for a world's export.
+    pub fn image_handles(&mut self) -> wasmtime::Result<Vec<Resource<LentImage>>> {
+        self.lent.handles(&mut self.table)
+    }
+
+    /// The lent images as WIT 0.1.0 records (their pixels move out until `return_records`).
+    pub fn image_records(&mut self) -> Vec<wit::v1::Image> {
+        self.lent.records()
+    }
+
+    pub fn return_records(&mut self, records: Vec<wit::v1::Image>) {
+        self.lent.return_records(records);
+    }
 }
 
 /// Linear memory kept mapped between calls in each pool slot (images and tensors of a
@@ -131,6 +168,13 @@ impl PluginRuntime {
         wasmtime_wasi_nn::wit::add_to_linker(&mut linker, nn_view)
             .map_err(anyhow::Error::from)
             .context("cannot link wasi-nn")?;
+        // The call's images and the native imaging every task plugin is granted.
+        wit::inference::plugins::types::add_to_linker::<_, HasImaging>(&mut linker, imaging_view)
+            .map_err(anyhow::Error::from)
+            .context("cannot link the image type")?;
+        wit::imaging::add_to_linker::<_, HasImaging>(&mut linker, imaging_view)
+            .map_err(anyhow::Error::from)
+            .context("cannot link imaging")?;
         start_epoch_ticker(&engine);
         Ok(Self { engine, linker })
     }
@@ -197,6 +241,7 @@ impl PluginRuntime {
                 .memories(4)
                 .trap_on_grow_failure(true)
                 .build(),
+            lent: Lent::default(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);

@@ -9,6 +9,7 @@ use wasmtime::component::InstancePre;
 use wasmtime::Store;
 
 use super::{Common, ImageSize, Meta, Task, Visualization};
+use crate::plugins::legacy::Legacy;
 use crate::plugins::{wit, Bound, CallState};
 use crate::visualize::{Label, Scene};
 
@@ -16,7 +17,10 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "inference:plugins/classification",
-        with: { "inference:plugins/types": crate::plugins::wit },
+        with: {
+            "inference:plugins/types": crate::plugins::wit,
+            "inference:plugins/imaging": crate::plugins::wit::imaging,
+        },
     });
 }
 
@@ -104,21 +108,29 @@ best first), `top` and `confidence`; multi-label models answer each class's scor
     }
 
     fn bind(pre: InstancePre<CallState>) -> anyhow::Result<Bound> {
-        Ok(Box::new(bindings::ClassificationPre::new(pre)?))
+        super::bind_task(
+            pre,
+            |pre| Ok(Box::new(bindings::ClassificationPre::new(pre)?)),
+            "inference:plugins/classify@0.1.0",
+            "classify",
+        )
     }
 
     fn invoke(
         bound: &Bound,
         store: &mut Store<CallState>,
         model: &wit::ModelInfo,
-        images: &[wit::Image],
         params: &Self::Params,
     ) -> wasmtime::Result<Result<Vec<Self::Output>, wit::PluginError>> {
+        if let Some(legacy) = bound.downcast_ref::<Legacy>() {
+            return super::invoke_legacy(legacy, store, model, params);
+        }
+        let images = store.data_mut().image_handles()?;
         let instance =
             super::bound_as::<bindings::ClassificationPre<CallState>>(bound, Self::WORLD)?.instantiate(&mut *store)?;
         instance
             .inference_plugins_classify()
-            .call_classify(&mut *store, model, images, *params)
+            .call_classify(&mut *store, model, &images, *params)
     }
 
     fn output_bytes(output: &Self::Output) -> usize {

@@ -7,13 +7,17 @@ use wasmtime::component::InstancePre;
 use wasmtime::Store;
 
 use super::ImageSize;
+use crate::plugins::legacy::Legacy;
 use crate::plugins::{wit, Bound, CallError, CallLimits, CallState, LoadedPlugin, PluginErrorKind, World};
 
 mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "inference:plugins/custom-task",
-        with: { "inference:plugins/types": crate::plugins::wit },
+        with: {
+            "inference:plugins/types": crate::plugins::wit,
+            "inference:plugins/imaging": crate::plugins::wit::imaging,
+        },
     });
 }
 
@@ -30,7 +34,12 @@ pub fn world() -> World {
 }
 
 fn bind(pre: InstancePre<CallState>) -> anyhow::Result<Bound> {
-    Ok(Box::new(bindings::CustomTaskPre::new(pre)?))
+    super::bind_task(
+        pre,
+        |pre| Ok(Box::new(bindings::CustomTaskPre::new(pre)?)),
+        "inference:plugins/custom@0.1.0",
+        "run",
+    )
 }
 
 /// Calls the plugin's `run` with the request's parameters (its JSON body without the images).
@@ -38,13 +47,16 @@ pub fn invoke(
     bound: &Bound,
     store: &mut Store<CallState>,
     model: &wit::ModelInfo,
-    images: &[wit::Image],
     params: &str,
 ) -> wasmtime::Result<Result<String, wit::PluginError>> {
+    if let Some(legacy) = bound.downcast_ref::<Legacy>() {
+        return super::invoke_legacy(legacy, store, model, params);
+    }
+    let images = store.data_mut().image_handles()?;
     let instance = super::bound_as::<bindings::CustomTaskPre<CallState>>(bound, WORLD)?.instantiate(&mut *store)?;
     instance
         .inference_plugins_custom()
-        .call_run(&mut *store, model, images, params)
+        .call_run(&mut *store, model, &images, params)
 }
 
 /// The plugin's document, checked: within its output limit, and JSON.

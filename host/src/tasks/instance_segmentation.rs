@@ -6,6 +6,7 @@ use wasmtime::component::InstancePre;
 use wasmtime::Store;
 
 use super::{Choice, Common, Detections, Meta, ObjectDetectionPrediction, Task, Visualization};
+use crate::plugins::legacy::Legacy;
 use crate::plugins::{wit, Bound, CallState};
 use crate::visualize::{MaskShape, Scene};
 
@@ -13,7 +14,10 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "inference:plugins/instance-segmentation",
-        with: { "inference:plugins/types": crate::plugins::wit },
+        with: {
+            "inference:plugins/types": crate::plugins::wit,
+            "inference:plugins/imaging": crate::plugins::wit::imaging,
+        },
     });
 }
 
@@ -135,21 +139,29 @@ impl Task for InstanceSegmentation {
     }
 
     fn bind(pre: InstancePre<CallState>) -> anyhow::Result<Bound> {
-        Ok(Box::new(bindings::InstanceSegmentationPre::new(pre)?))
+        super::bind_task(
+            pre,
+            |pre| Ok(Box::new(bindings::InstanceSegmentationPre::new(pre)?)),
+            "inference:plugins/segment@0.1.0",
+            "segment",
+        )
     }
 
     fn invoke(
         bound: &Bound,
         store: &mut Store<CallState>,
         model: &wit::ModelInfo,
-        images: &[wit::Image],
         params: &Self::Params,
     ) -> wasmtime::Result<Result<Vec<Self::Output>, wit::PluginError>> {
+        if let Some(legacy) = bound.downcast_ref::<Legacy>() {
+            return super::invoke_legacy(legacy, store, model, params);
+        }
+        let images = store.data_mut().image_handles()?;
         let instance = super::bound_as::<bindings::InstanceSegmentationPre<CallState>>(bound, Self::WORLD)?
             .instantiate(&mut *store)?;
         instance
             .inference_plugins_segment()
-            .call_segment(&mut *store, model, images, params)
+            .call_segment(&mut *store, model, &images, params)
     }
 
     fn output_bytes(output: &Self::Output) -> usize {

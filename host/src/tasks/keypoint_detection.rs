@@ -6,6 +6,7 @@ use wasmtime::component::InstancePre;
 use wasmtime::Store;
 
 use super::{Common, Detections, Meta, ObjectDetectionPrediction, Task, Visualization};
+use crate::plugins::legacy::Legacy;
 use crate::plugins::{wit, Bound, CallState};
 use crate::visualize::{self, Scene};
 
@@ -13,7 +14,10 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "inference:plugins/keypoint-detection",
-        with: { "inference:plugins/types": crate::plugins::wit },
+        with: {
+            "inference:plugins/types": crate::plugins::wit,
+            "inference:plugins/imaging": crate::plugins::wit::imaging,
+        },
     });
 }
 
@@ -74,21 +78,29 @@ impl Task for KeypointDetection {
     }
 
     fn bind(pre: InstancePre<CallState>) -> anyhow::Result<Bound> {
-        Ok(Box::new(bindings::KeypointDetectionPre::new(pre)?))
+        super::bind_task(
+            pre,
+            |pre| Ok(Box::new(bindings::KeypointDetectionPre::new(pre)?)),
+            "inference:plugins/keypoints@0.1.0",
+            "detect-keypoints",
+        )
     }
 
     fn invoke(
         bound: &Bound,
         store: &mut Store<CallState>,
         model: &wit::ModelInfo,
-        images: &[wit::Image],
         params: &Self::Params,
     ) -> wasmtime::Result<Result<Vec<Self::Output>, wit::PluginError>> {
+        if let Some(legacy) = bound.downcast_ref::<Legacy>() {
+            return super::invoke_legacy(legacy, store, model, params);
+        }
+        let images = store.data_mut().image_handles()?;
         let instance = super::bound_as::<bindings::KeypointDetectionPre<CallState>>(bound, Self::WORLD)?
             .instantiate(&mut *store)?;
         instance
             .inference_plugins_keypoints()
-            .call_detect_keypoints(&mut *store, model, images, params)
+            .call_detect_keypoints(&mut *store, model, &images, params)
     }
 
     fn output_bytes(output: &Self::Output) -> usize {

@@ -12,10 +12,11 @@ pub mod object_detection;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize, Serializer};
 use utoipa::ToSchema;
-use wasmtime::component::InstancePre;
+use wasmtime::component::{ComponentType, InstancePre, Lift, Lower};
 use wasmtime::Store;
 
 use crate::models::ModelDescription;
+use crate::plugins::legacy::Legacy;
 use crate::plugins::{wit, Bound, CallState, World};
 use crate::visualize::{self, Scene};
 
@@ -51,12 +52,12 @@ pub trait Task: Send + Sync + 'static {
     /// Type-checks a component against the world and keeps its typed `…Pre`.
     fn bind(pre: InstancePre<CallState>) -> anyhow::Result<Bound>;
 
-    /// Instantiates the bound component in `store` and calls the world's export.
+    /// Instantiates the bound component in `store` and calls the world's export on the images
+    /// lent to the store.
     fn invoke(
         bound: &Bound,
         store: &mut Store<CallState>,
         model: &wit::ModelInfo,
-        images: &[wit::Image],
         params: &Self::Params,
     ) -> wasmtime::Result<Result<Vec<Self::Output>, wit::PluginError>>;
 
@@ -84,6 +85,42 @@ pub fn bound_as<'a, P: 'static>(bound: &'a Bound, world: &str) -> wasmtime::Resu
     bound
         .downcast_ref::<P>()
         .ok_or_else(|| wasmtime::format_err!("the plugin is not bound to the {world} world"))
+}
+
+/// Binds a task plugin: a component built against the WIT's 0.1.0 (it exports `legacy_interface`,
+/// e.g. `inference:plugins/detection@0.1.0`) by the name of its export `func`, any other with the
+/// world's bindings (`bind`, which type-checks it against the current WIT).
+pub fn bind_task(
+    pre: InstancePre<CallState>,
+    bind: impl FnOnce(InstancePre<CallState>) -> anyhow::Result<Bound>,
+    legacy_interface: &str,
+    func: &str,
+) -> anyhow::Result<Bound> {
+    if Legacy::exports(&pre, legacy_interface) {
+        return Ok(Box::new(Legacy::bind(pre, legacy_interface, func)?));
+    }
+    bind(pre)
+}
+
+/// Calls a task plugin built against the WIT's 0.1.0: its export takes the lent images as
+/// records, copied into the plugin.
+pub fn invoke_legacy<P, R>(
+    legacy: &Legacy,
+    store: &mut Store<CallState>,
+    model: &wit::ModelInfo,
+    params: &P,
+) -> wasmtime::Result<Result<R, wit::PluginError>>
+where
+    P: ComponentType + Lower + ?Sized,
+    R: ComponentType + Lift + Send + Sync + 'static,
+{
+    let images = store.data_mut().image_records();
+    let result = legacy.call::<(&wit::ModelInfo, &[wit::v1::Image], &P), (Result<R, wit::PluginError>,)>(
+        &mut *store,
+        (model, &images, params),
+    );
+    store.data_mut().return_records(images);
+    result.map(|(r,)| r)
 }
 
 /// The world of task `T`, for the plugin registry.

@@ -28,7 +28,8 @@ macro_rules! world {
                 path: "../../wit",
                 world: $world,
                 with: {
-                    "inference:plugins/types@0.1.0": crate::bindings::object_detection::inference::plugins::types,
+                    "inference:plugins/types@0.2.0": crate::bindings::object_detection::inference::plugins::types,
+                    "inference:plugins/imaging@0.2.0": crate::bindings::object_detection::inference::plugins::imaging,
                     "wasi:nn/tensor@0.2.0-rc-2024-10-28": crate::bindings::object_detection::wasi::nn::tensor,
                     "wasi:nn/graph@0.2.0-rc-2024-10-28": crate::bindings::object_detection::wasi::nn::graph,
                     "wasi:nn/inference@0.2.0-rc-2024-10-28": crate::bindings::object_detection::wasi::nn::inference,
@@ -68,7 +69,7 @@ pub mod workflow_block {
         path: "../../wit",
         world: "workflow-block",
         with: {
-            "inference:plugins/types@0.1.0": crate::bindings::object_detection::inference::plugins::types,
+            "inference:plugins/types@0.2.0": crate::bindings::object_detection::inference::plugins::types,
         },
         pub_export_macro: true,
         export_macro_name: "export_workflow_block",

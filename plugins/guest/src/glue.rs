@@ -1,7 +1,9 @@
 //! What every plugin needs between the WIT and the maths: errors, the model's input geometry,
-//! running the request's graph batch by batch through wasi-nn, and turning kept candidates into
+//! running the request's graph batch by batch through wasi-nn (its input tensors made by the
+//! host's imaging, or by the plugin from a copy of the pixels), and turning kept candidates into
 //! the response's detections.
 
+use crate::imaging::{self, InputSpec, Placement, Resampling};
 use crate::nn::{graph, tensor};
 use crate::wit::{Detection, DetectionParams, ErrorKind, Image, ModelInfo, PluginError};
 use crate::{Candidate, ImageRef, Layout, ModelInput, OutputLayout, Resize, Transform};
@@ -46,27 +48,42 @@ pub fn model_input(model: &ModelInfo) -> Result<ModelInput, PluginError> {
     .map_err(|e| error(ErrorKind::UnsupportedModel, e))
 }
 
-/// The images as the pre-processing reads them.
-pub fn image_refs(images: &[Image]) -> Result<Vec<ImageRef<'_>>, PluginError> {
-    images
-        .iter()
-        .map(|i| ImageRef::new(i.width, i.height, &i.rgb))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| error(ErrorKind::InvalidInput, e))
+/// A copy of an image's pixels, for pre-processing of the plugin's own (`image.rgb`).
+pub struct Pixels {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// RGB, row-major, tightly packed.
+    pub rgb: Vec<u8>,
+}
+
+impl Pixels {
+    /// Copies `image`'s pixels out of the host.
+    pub fn of(image: &Image) -> Self {
+        Self {
+            width: image.width(),
+            height: image.height(),
+            rgb: image.rgb(),
+        }
+    }
+
+    /// The pixels as the pre-processing reads them.
+    pub fn as_ref(&self) -> Result<ImageRef<'_>, PluginError> {
+        ImageRef::new(self.width, self.height, &self.rgb).map_err(|e| error(ErrorKind::InvalidInput, e))
+    }
 }
 
 /// Named output tensors of one run.
 pub type Outputs = Vec<(String, tensor::Tensor)>;
 
 /// Loads the request's graph and runs it on `images` in batches the model accepts (its batch
-/// size, or a bounded chunk for a dynamic batch): `prepare` makes a batch's input tensor data
-/// (f32, the model's layout) with its images' transforms, and `each` gets the batch's outputs and
-/// transforms, in order.
-pub fn run_batches_with<'i>(
+/// size, or a bounded chunk for a dynamic batch): `prepare` makes a batch's input tensor with its
+/// images' transforms, and `each` gets the batch's outputs and transforms, in order.
+fn run_chunks(
     model: &ModelInfo,
-    images: &'i [Image],
-    dims: impl Fn(usize) -> Vec<u32>,
-    mut prepare: impl FnMut(&[ImageRef<'i>]) -> Result<(Vec<f32>, Vec<Transform>), String>,
+    images: &[Image],
+    mut prepare: impl FnMut(&[Image]) -> Result<(tensor::Tensor, Vec<Transform>), PluginError>,
     mut each: impl FnMut(Outputs, Vec<Transform>) -> Result<(), PluginError>,
 ) -> Result<(), PluginError> {
     if images.is_empty() {
@@ -81,11 +98,8 @@ pub fn run_batches_with<'i>(
     } else {
         model.max_batch as usize
     };
-    let refs = image_refs(images)?;
-    for batch in refs.chunks(chunk.max(1)) {
-        let (data, transforms) = prepare(batch).map_err(|e| error(ErrorKind::InvalidInput, e))?;
-        let tensor = tensor::Tensor::new(&dims(batch.len()), tensor::TensorType::Fp32, as_le_bytes(&data));
-        drop(data);
+    for batch in images.chunks(chunk.max(1)) {
+        let (tensor, transforms) = prepare(batch)?;
         let outputs = context
             .compute(vec![(model.input_name.clone(), tensor)])
             .map_err(|e| nn_error("running the model", e))?;
@@ -94,14 +108,92 @@ pub fn run_batches_with<'i>(
     Ok(())
 }
 
-/// `run_batches_with` the host's pre-processing (`model_input`: letterbox, stretch or centre crop).
+/// `run_chunks` with pre-processing of the plugin's own: `prepare` gets a copy of a batch's
+/// pixels and makes its input tensor data (f32, the model's layout, `dims`) with its images'
+/// transforms.
+pub fn run_batches_with(
+    model: &ModelInfo,
+    images: &[Image],
+    dims: impl Fn(usize) -> Vec<u32>,
+    mut prepare: impl FnMut(&[ImageRef<'_>]) -> Result<(Vec<f32>, Vec<Transform>), String>,
+    each: impl FnMut(Outputs, Vec<Transform>) -> Result<(), PluginError>,
+) -> Result<(), PluginError> {
+    let tensor_of = |batch: &[Image]| {
+        let pixels: Vec<Pixels> = batch.iter().map(Pixels::of).collect();
+        let refs = pixels.iter().map(Pixels::as_ref).collect::<Result<Vec<_>, _>>()?;
+        let (data, transforms) = prepare(&refs).map_err(|e| error(ErrorKind::InvalidInput, e))?;
+        let tensor = tensor::Tensor::new(&dims(batch.len()), tensor::TensorType::Fp32, as_le_bytes(&data));
+        Ok((tensor, transforms))
+    };
+    run_chunks(model, images, tensor_of, each)
+}
+
+/// `run_chunks` with the host's pre-processing (`imaging.model-input`: letterbox, stretch or
+/// centre crop as `input` says), done natively on the pixels the host holds.
 pub fn run_batches(
     model: &ModelInfo,
     input: &ModelInput,
     images: &[Image],
     each: impl FnMut(Outputs, Vec<Transform>) -> Result<(), PluginError>,
 ) -> Result<(), PluginError> {
-    run_batches_with(model, images, |n| input.dims(n), |batch| input.batch(batch), each)
+    let spec = input_spec(input, Resampling::Bytes)?;
+    run_with_imaging(model, spec, images, each)
+}
+
+/// `run_chunks` with the host's imaging as `spec` says.
+fn run_with_imaging(
+    model: &ModelInfo,
+    spec: InputSpec,
+    images: &[Image],
+    each: impl FnMut(Outputs, Vec<Transform>) -> Result<(), PluginError>,
+) -> Result<(), PluginError> {
+    let tensor_of = |batch: &[Image]| {
+        let borrowed: Vec<&Image> = batch.iter().collect();
+        let (tensor, placements) = imaging::model_input(&borrowed, &spec)?;
+        Ok((tensor, placements.iter().map(transform).collect()))
+    };
+    run_chunks(model, images, tensor_of, each)
+}
+
+/// `input` as the host's imaging takes it, resampling as `resampling` says.
+pub fn input_spec(input: &ModelInput, resampling: Resampling) -> Result<InputSpec, PluginError> {
+    use crate::wit::{ChannelOrder, ResizeMode};
+    let (resize, pad_value) = match input.resize {
+        Resize::Letterbox { pad } => (ResizeMode::Letterbox, pad),
+        Resize::Stretch => (ResizeMode::Stretch, 0),
+        Resize::CenterCrop => (ResizeMode::CenterCrop, 0),
+        Resize::LetterboxRect { .. } => {
+            return Err(error(
+                ErrorKind::UnsupportedModel,
+                "the host's imaging has no rect letterbox",
+            ))
+        }
+    };
+    Ok(InputSpec {
+        width: input.width,
+        height: input.height,
+        resize,
+        pad_value,
+        channel_order: match input.layout {
+            Layout::Nchw => ChannelOrder::Nchw,
+            Layout::Nhwc => ChannelOrder::Nhwc,
+        },
+        mean: input.mean.to_vec(),
+        std: input.std.to_vec(),
+        resampling,
+    })
+}
+
+/// A placement the host's imaging reports, as the transform that maps tensor pixels back.
+pub fn transform(p: &Placement) -> Transform {
+    Transform {
+        scale_x: p.scale_x,
+        scale_y: p.scale_y,
+        pad_x: p.pad_x,
+        pad_y: p.pad_y,
+        orig_width: p.original_width,
+        orig_height: p.original_height,
+    }
 }
 
 /// Views f32 data as the little-endian bytes a wasi-nn tensor carries, without copying the
@@ -204,21 +296,20 @@ pub fn first_output(outputs: &[(String, tensor::Tensor)]) -> Result<(Vec<usize>,
     output_f32(outputs, None, 0)
 }
 
-/// `run_batches_with` RF-DETR's pre-processing ([`crate::rfdetr::batch`]: the stretch on the
-/// float image, unless the model says otherwise).
+/// RF-DETR's pre-processing ([`crate::rfdetr::batch`]: the stretch on the float image, unless the
+/// model says otherwise), by the host's imaging.
 pub fn run_rfdetr_batches(
     model: &ModelInfo,
     input: &ModelInput,
     images: &[Image],
     each: impl FnMut(Outputs, Vec<Transform>) -> Result<(), PluginError>,
 ) -> Result<(), PluginError> {
-    run_batches_with(
-        model,
-        images,
-        |n| input.dims(n),
-        |batch| crate::rfdetr::batch(input, batch),
-        each,
-    )
+    let resampling = if input.resize == Resize::Stretch {
+        Resampling::Float
+    } else {
+        Resampling::Bytes
+    };
+    run_with_imaging(model, input_spec(input, resampling)?, images, each)
 }
 
 /// One image's RF-DETR detections (see [`crate::rfdetr`]) that the request keeps, best first,

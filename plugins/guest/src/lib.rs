@@ -15,14 +15,16 @@
 //!   decoding over queries x classes, and its masks.
 //! - [`bindings`]: the WIT worlds' guest bindings, one module per world, with one set of shared
 //!   types ([`wit`], [`nn`]) and an export macro per world (`export_object_detection!`, ...);
-//!   [`glue`]: what every plugin does with them (model input, batched runs, detections);
+//!   [`glue`]: what every plugin does with them (model input, batched runs with the host's
+//!   [`imaging`] or pre-processing of the plugin's own, detections);
 //!   [`block`]: what a custom workflow block needs (its world's values, reading fields).
 //!
 //! Everything here follows Ultralytics' Python pipeline closely, because the plugins
 //! are checked against golden outputs produced by it.
 //! Plugins, ours and users', depend on this crate alone: it brings the WIT (`bindings`, the
 //! default feature). The maths has no dependencies, so that the host uses it too
-//! (`default-features = false`) and it is unit-tested natively.
+//! (`default-features = false`: the host's imaging is this crate's pre-processing, so a tensor is
+//! the same whether a plugin makes it or asks the host) and it is unit-tested natively.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -54,6 +56,8 @@ mod mask_golden_tests;
 #[cfg(test)]
 mod npy;
 
+#[cfg(feature = "bindings")]
+pub use bindings::object_detection::inference::plugins::imaging;
 #[cfg(feature = "bindings")]
 pub use bindings::object_detection::inference::plugins::types as wit;
 #[cfg(feature = "bindings")]

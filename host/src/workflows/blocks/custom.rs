@@ -22,6 +22,7 @@ use super::kinds::{DETECTIONS, IMAGE};
 use super::{check_literal, describe, Args, Check, Field, Input, Manifest, Output, Run};
 use crate::input::RgbImage;
 use crate::pipeline::{Caller, Error, Pipeline};
+use crate::plugins::legacy::Legacy;
 use crate::plugins::{wit, BlockSpec, Bound, CallError, CallLimits, CallState, LoadedPlugin, PluginErrorKind, World};
 use crate::workflows::error::WorkflowError;
 use crate::workflows::serialize::serialize;
@@ -55,8 +56,15 @@ fn bind(pre: InstancePre<CallState>) -> anyhow::Result<Bound> {
     if let Some((name, _)) = component.imports(pre.engine()).find(|(n, _)| n.starts_with("wasi:nn/")) {
         bail!("a workflow block may not import {name}: blocks get values, not models (a model step runs before them)");
     }
+    // A block built against the WIT's 0.1.0 has the same types under an older export name.
+    if Legacy::exports(&pre, LEGACY_EXPORT) {
+        return Ok(Box::new(Legacy::bind(pre, LEGACY_EXPORT, "run")?));
+    }
     Ok(Box::new(bindings::WorkflowBlockPre::new(pre)?))
 }
+
+/// The export of a block built against the WIT's 0.1.0.
+const LEGACY_EXPORT: &str = "inference:plugins/block@0.1.0";
 
 /// Whether a field of these kinds takes a batch value (an image, detections): a selector only.
 fn takes_batch(kinds: &[String]) -> bool {
@@ -275,6 +283,12 @@ fn invoke(
     store: &mut Store<CallState>,
     items: &[wb::Values],
 ) -> wasmtime::Result<Result<Vec<wb::Values>, wit::PluginError>> {
+    if let Some(legacy) = bound.downcast_ref::<Legacy>() {
+        type Run = (Result<Vec<wb::Values>, wit::PluginError>,);
+        return legacy
+            .call::<(&[wb::Values],), Run>(&mut *store, (items,))
+            .map(|(r,)| r);
+    }
     let pre = bound
         .downcast_ref::<bindings::WorkflowBlockPre<CallState>>()
         .ok_or_else(|| wasmtime::format_err!("the plugin is not bound to the {WORLD} world"))?;
@@ -323,7 +337,7 @@ fn to_wit(v: &Val, lineage: &mut Lineage, cost: &mut u64) -> W {
             lineage.images.push(i.clone());
             W::Image(wb::BlockImage {
                 parent_id: i.parent_id.clone(),
-                image: wit::Image {
+                image: wit::Pixels {
                     width: i.pixels.width,
                     height: i.pixels.height,
                     rgb: i.pixels.rgb.clone(),
@@ -677,7 +691,7 @@ mod tests {
         assert!(err(vec![("count".into(), W::Json("{".into())), ("kept".into(), dets())]).contains("not valid JSON"));
         let big = W::Image(wb::BlockImage {
             parent_id: "image".into(),
-            image: wit::Image {
+            image: wit::Pixels {
                 width: 20,
                 height: 20,
                 rgb: vec![0; 1200],

@@ -3,14 +3,31 @@
 //! `loop` spins forever, `alloc` allocates without bound, `panic` panics, `big` returns more
 //! than the output limit, `flood` returns
 //! millions of detections, `foreign-graph` loads a graph it was not given, `read-file` and
-//! `env` look for host files and environment, `ok` returns one fixed detection.
+//! `env` look for host files and environment, `huge-input` asks the host's imaging for an input
+//! tensor far over its memory limit, `hoard` keeps asking for input tensors without running them,
+//! `forged-image` uses an image handle it was never given, `ok` returns one fixed detection.
 
 use guest::bindings::object_detection::exports::inference::plugins::detection::Guest;
+use guest::imaging::{self, InputSpec};
 use guest::nn::graph;
-use guest::wit::{Detection, DetectionParams, ErrorKind, Image, ModelInfo, PluginError};
+use guest::wit::{ChannelOrder, Detection, DetectionParams, ErrorKind, Image, ModelInfo, PluginError, ResizeMode};
 use inference_guest as guest;
 
 struct Plugin;
+
+/// A square letterbox input of `size` pixels.
+fn spec(size: u32) -> InputSpec {
+    InputSpec {
+        width: size,
+        height: size,
+        resize: ResizeMode::Letterbox,
+        pad_value: 114,
+        channel_order: ChannelOrder::Nchw,
+        mean: vec![0.0; 3],
+        std: vec![1.0; 3],
+        resampling: imaging::Resampling::Bytes,
+    }
+}
 
 fn fail(message: String) -> PluginError {
     PluginError {
@@ -78,6 +95,23 @@ impl Guest for Plugin {
             "env" => {
                 let vars: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
                 Err(fail(format!("environment has {} variables", vars.len())))
+            }
+            "huge-input" => {
+                let borrowed: Vec<&Image> = images.iter().collect();
+                imaging::model_input(&borrowed, &spec(8192)).map(|_| Vec::new())
+            }
+            "hoard" => {
+                let borrowed: Vec<&Image> = images.iter().collect();
+                let mut hoard = Vec::new();
+                loop {
+                    hoard.push(imaging::model_input(&borrowed, &spec(640))?);
+                }
+            }
+            "forged-image" => {
+                // SAFETY (of the test): the handle is made up on purpose; the runtime must refuse it.
+                #[allow(unsafe_code)]
+                let forged = unsafe { Image::from_handle(4242) };
+                Ok(vec![vec![one(&format!("read a forged image {}", forged.width()))]])
             }
             _ => Ok(images.iter().map(|_| vec![one(&model.id)]).collect()),
         }

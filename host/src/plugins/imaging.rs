@@ -1,0 +1,295 @@
+//! The images of a call, lent to the plugin as `inference:plugins/types.image` handles, and the
+//! `inference:plugins/imaging` capability every task plugin is granted: bringing them to a model's
+//! input natively (the guest crate's own pre-processing, compiled for the host, so the tensor is
+//! bit-identical to what the plugin would make in WebAssembly), so the pixels never cross into
+//! the plugin unless it asks for a copy.
+
+use inference_guest as guest;
+use wasmtime::component::{HasData, Resource, ResourceTable};
+use wasmtime_wasi_nn::wit::TensorType;
+use wasmtime_wasi_nn::Tensor;
+
+use super::wit::imaging::{InputSpec, Placement, Resampling};
+use super::wit::{self, ChannelOrder, ErrorKind, LentImage, PluginError, ResizeMode};
+use crate::input::RgbImage;
+
+/// The images lent to one call, and what the call's imaging may still allocate.
+#[derive(Default)]
+pub struct Lent {
+    images: Vec<RgbImage>,
+    /// Bytes of input tensors `model-input` may still make in this call (the call's memory
+    /// limit: the tensors live in the host, outside the plugin's linear memory).
+    tensor_bytes_left: usize,
+}
+
+impl Lent {
+    pub fn new(images: Vec<RgbImage>, tensor_bytes: usize) -> Self {
+        Self {
+            images,
+            tensor_bytes_left: tensor_bytes,
+        }
+    }
+
+    pub fn into_images(self) -> Vec<RgbImage> {
+        self.images
+    }
+}
+
+impl Lent {
+    /// One owned handle per lent image, in order, for a world's export (the plugin drops them;
+    /// the pixels stay here).
+    pub fn handles(&self, table: &mut ResourceTable) -> wasmtime::Result<Vec<Resource<LentImage>>> {
+        (0..self.images.len())
+            .map(|index| Ok(table.push(LentImage { index })?))
+            .collect()
+    }
+
+    /// The lent images as WIT 0.1.0 records: their pixels move out, to be copied into the plugin;
+    /// `return_records` puts them back.
+    pub fn records(&mut self) -> Vec<wit::v1::Image> {
+        self.images
+            .iter_mut()
+            .map(|i| wit::v1::Image {
+                width: i.width,
+                height: i.height,
+                rgb: std::mem::take(&mut i.rgb),
+            })
+            .collect()
+    }
+
+    pub fn return_records(&mut self, records: Vec<wit::v1::Image>) {
+        for (image, record) in self.images.iter_mut().zip(records) {
+            image.rgb = record.rgb;
+        }
+    }
+}
+
+/// What the image type and imaging see of a call's state.
+pub struct ImagingView<'a> {
+    pub table: &'a mut ResourceTable,
+    pub lent: &'a mut Lent,
+}
+
+/// Links the image type and imaging with `ImagingView` as their state.
+pub struct HasImaging;
+
+impl HasData for HasImaging {
+    type Data<'a> = ImagingView<'a>;
+}
+
+impl ImagingView<'_> {
+    fn lent_image(&self, handle: &Resource<LentImage>) -> wasmtime::Result<&RgbImage> {
+        let index = self.table.get(handle)?.index;
+        self.lent
+            .images
+            .get(index)
+            .ok_or_else(|| wasmtime::format_err!("image handle {index} has no image"))
+    }
+}
+
+impl wit::HostImage for ImagingView<'_> {
+    fn width(&mut self, image: Resource<LentImage>) -> wasmtime::Result<u32> {
+        Ok(self.lent_image(&image)?.width)
+    }
+
+    fn height(&mut self, image: Resource<LentImage>) -> wasmtime::Result<u32> {
+        Ok(self.lent_image(&image)?.height)
+    }
+
+    fn rgb(&mut self, image: Resource<LentImage>) -> wasmtime::Result<Vec<u8>> {
+        // Lowering the list into the plugin's memory is bounded by its memory limit.
+        Ok(self.lent_image(&image)?.rgb.clone())
+    }
+
+    fn drop(&mut self, image: Resource<LentImage>) -> wasmtime::Result<()> {
+        self.table.delete(image)?;
+        Ok(())
+    }
+}
+
+impl wit::Host for ImagingView<'_> {}
+
+impl wit::imaging::Host for ImagingView<'_> {
+    fn model_input(
+        &mut self,
+        images: Vec<Resource<LentImage>>,
+        spec: InputSpec,
+    ) -> wasmtime::Result<Result<(Resource<Tensor>, Vec<Placement>), PluginError>> {
+        let invalid = |message: String| PluginError {
+            kind: ErrorKind::InvalidInput,
+            message,
+        };
+        let input = match model_input(&spec) {
+            Ok(input) => input,
+            Err(message) => return Ok(Err(invalid(message))),
+        };
+        let per_image = input.width as usize * input.height as usize * 3 * 4;
+        let bytes = per_image.saturating_mul(images.len());
+        if bytes > self.lent.tensor_bytes_left {
+            return Ok(Err(invalid(format!(
+                "model-input of {} image(s) at {}x{} needs {bytes} bytes of tensors; the call has {} left of its memory limit",
+                images.len(),
+                input.width,
+                input.height,
+                self.lent.tensor_bytes_left
+            ))));
+        }
+        let mut refs = Vec::with_capacity(images.len());
+        for handle in &images {
+            let image = self.lent_image(handle)?;
+            match guest::ImageRef::new(image.width, image.height, &image.rgb) {
+                Ok(r) => refs.push(r),
+                Err(message) => return Ok(Err(invalid(message))),
+            }
+        }
+        let batched = match spec.resampling {
+            Resampling::Bytes => input.batch(&refs),
+            Resampling::Float if input.resize == guest::Resize::Stretch => guest::rfdetr::batch(&input, &refs),
+            Resampling::Float => Err("float resampling is for the stretch only".to_string()),
+        };
+        let (data, transforms) = match batched {
+            Ok(done) => done,
+            Err(message) => return Ok(Err(invalid(message))),
+        };
+        self.lent.tensor_bytes_left -= bytes;
+        let tensor = Tensor {
+            dimensions: input.dims(images.len()),
+            ty: TensorType::Fp32,
+            data: bytemuck::cast_slice(&data).to_vec(),
+        };
+        drop(data);
+        let placements = transforms
+            .iter()
+            .map(|t| Placement {
+                scale_x: t.scale_x,
+                scale_y: t.scale_y,
+                pad_x: t.pad_x,
+                pad_y: t.pad_y,
+                original_width: t.orig_width,
+                original_height: t.orig_height,
+            })
+            .collect();
+        Ok(Ok((self.table.push(tensor)?, placements)))
+    }
+}
+
+/// The guest crate's description of a model input, from the plugin's spec.
+fn model_input(spec: &InputSpec) -> Result<guest::ModelInput, String> {
+    let resize = match spec.resize {
+        ResizeMode::Letterbox => guest::Resize::Letterbox { pad: spec.pad_value },
+        ResizeMode::Stretch => guest::Resize::Stretch,
+        ResizeMode::CenterCrop => guest::Resize::CenterCrop,
+    };
+    let layout = match spec.channel_order {
+        ChannelOrder::Nchw => guest::Layout::Nchw,
+        ChannelOrder::Nhwc => guest::Layout::Nhwc,
+    };
+    guest::ModelInput::new(spec.width, spec.height, resize, layout, &spec.mean, &spec.std)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::wit::imaging::Host as _;
+    use crate::plugins::wit::HostImage as _;
+
+    fn spec(resize: ResizeMode, resampling: Resampling) -> InputSpec {
+        InputSpec {
+            width: 8,
+            height: 4,
+            resize,
+            pad_value: 114,
+            channel_order: ChannelOrder::Nchw,
+            mean: vec![0.0; 3],
+            std: vec![1.0; 3],
+            resampling,
+        }
+    }
+
+    fn image(width: u32, height: u32, value: u8) -> RgbImage {
+        RgbImage {
+            width,
+            height,
+            rgb: vec![value; (width * height * 3) as usize],
+        }
+    }
+
+    #[test]
+    fn model_input_is_the_guest_crates_preprocessing_within_the_calls_memory() {
+        let mut table = ResourceTable::new();
+        let mut lent = Lent::new(vec![image(16, 4, 10), image(2, 4, 200)], 2 * 8 * 4 * 3 * 4);
+        let handles = lent.handles(&mut table).unwrap();
+        let mut view = ImagingView {
+            table: &mut table,
+            lent: &mut lent,
+        };
+        let borrowed = |h: &Resource<LentImage>| Resource::<LentImage>::new_borrow(h.rep());
+        assert_eq!(view.width(borrowed(&handles[1])).unwrap(), 2);
+        assert_eq!(view.rgb(borrowed(&handles[0])).unwrap().len(), 16 * 4 * 3);
+
+        let both = || handles.iter().map(borrowed).collect::<Vec<_>>();
+        let (tensor, placements) = view
+            .model_input(both(), spec(ResizeMode::Letterbox, Resampling::Bytes))
+            .unwrap()
+            .unwrap();
+        let tensor = view.table.delete(tensor).unwrap();
+        assert_eq!(tensor.dimensions, vec![2, 3, 4, 8]);
+        // The same as the guest crate's own pre-processing, bit for bit.
+        let refs = [
+            guest::ImageRef::new(16, 4, &[10; 16 * 4 * 3]).unwrap(),
+            guest::ImageRef::new(2, 4, &[200; 2 * 4 * 3]).unwrap(),
+        ];
+        let input = super::model_input(&spec(ResizeMode::Letterbox, Resampling::Bytes)).unwrap();
+        let (want, transforms) = input.batch(&refs).unwrap();
+        assert_eq!(tensor.data, bytemuck::cast_slice::<f32, u8>(&want));
+        assert_eq!(
+            (placements[1].scale_x, placements[1].pad_x),
+            (transforms[1].scale_x, transforms[1].pad_x)
+        );
+        assert_eq!((placements[1].original_width, placements[1].original_height), (2, 4));
+
+        // The call's memory is spent: the next tensor is refused, with the sizes.
+        let refused = view
+            .model_input(both(), spec(ResizeMode::Stretch, Resampling::Bytes))
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(refused.kind, ErrorKind::InvalidInput);
+        assert!(
+            refused.message.contains("8x4") && refused.message.contains("memory limit"),
+            "{}",
+            refused.message
+        );
+    }
+
+    #[test]
+    fn bad_specs_are_the_plugins_errors() {
+        let mut table = ResourceTable::new();
+        let mut lent = Lent::new(vec![image(4, 4, 0)], 1 << 20);
+        let handles = lent.handles(&mut table).unwrap();
+        let mut view = ImagingView {
+            table: &mut table,
+            lent: &mut lent,
+        };
+        let one = || vec![Resource::<LentImage>::new_borrow(handles[0].rep())];
+        let float_letterbox = view
+            .model_input(one(), spec(ResizeMode::Letterbox, Resampling::Float))
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            float_letterbox.message.contains("stretch only"),
+            "{}",
+            float_letterbox.message
+        );
+        let mut zero_std = spec(ResizeMode::Stretch, Resampling::Float);
+        zero_std.std = vec![1.0, 0.0, 1.0];
+        assert_eq!(
+            view.model_input(one(), zero_std).unwrap().unwrap_err().kind,
+            ErrorKind::InvalidInput
+        );
+        // A stretch in float is RF-DETR's.
+        assert!(view
+            .model_input(one(), spec(ResizeMode::Stretch, Resampling::Float))
+            .unwrap()
+            .is_ok());
+    }
+}

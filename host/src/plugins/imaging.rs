@@ -123,7 +123,7 @@ impl wit::imaging::Host for ImagingView<'_> {
             Ok(input) => input,
             Err(message) => return Ok(Err(invalid(message))),
         };
-        let per_image = input.width as usize * input.height as usize * 3 * 4;
+        let per_image = input.values_per_image() * 4;
         let bytes = per_image.saturating_mul(images.len());
         if bytes > self.lent.tensor_bytes_left {
             return Ok(Err(invalid(format!(
@@ -142,22 +142,33 @@ impl wit::imaging::Host for ImagingView<'_> {
                 Err(message) => return Ok(Err(invalid(message))),
             }
         }
-        let batched = match spec.resampling {
-            Resampling::Bytes => input.batch(&refs),
-            Resampling::Float if input.resize == guest::Resize::Stretch => guest::rfdetr::batch(&input, &refs),
+        let fill = |out: &mut [f32]| match spec.resampling {
+            Resampling::Bytes => input.batch_into(&refs, out),
+            Resampling::Float if input.resize == guest::Resize::Stretch => {
+                guest::rfdetr::batch_into(&input, &refs, out)
+            }
             Resampling::Float => Err("float resampling is for the stretch only".to_string()),
         };
-        let (data, transforms) = match batched {
-            Ok(done) => done,
+        // Written in place as the tensor's bytes (ONNX Runtime reads them where they are); a
+        // buffer the allocator did not align for f32 (it does) would take a copy.
+        let mut data = vec![0u8; bytes];
+        let filled = match bytemuck::try_cast_slice_mut::<u8, f32>(&mut data) {
+            Ok(out) => fill(out),
+            Err(_) => {
+                let mut out = vec![0f32; bytes / 4];
+                fill(&mut out).inspect(|_| data.copy_from_slice(bytemuck::cast_slice(&out)))
+            }
+        };
+        let transforms = match filled {
+            Ok(transforms) => transforms,
             Err(message) => return Ok(Err(invalid(message))),
         };
         self.lent.tensor_bytes_left -= bytes;
         let tensor = Tensor {
             dimensions: input.dims(images.len()),
             ty: TensorType::Fp32,
-            data: bytemuck::cast_slice(&data).to_vec(),
+            data,
         };
-        drop(data);
         let placements = transforms
             .iter()
             .map(|t| Placement {

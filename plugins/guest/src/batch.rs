@@ -61,27 +61,55 @@ impl ModelInput {
         }
     }
 
+    /// Values of one image's tensor.
+    pub fn values_per_image(&self) -> usize {
+        self.width as usize * self.height as usize * 3
+    }
+
     /// Pre-processes `images` into one batched tensor; returns it with each image's transform.
     pub fn batch(&self, images: &[ImageRef]) -> Result<(Vec<f32>, Vec<Transform>), String> {
-        let per_image = self.width as usize * self.height as usize * 3;
-        let mut data = vec![0f32; per_image * images.len()];
-        let transforms = images
+        let mut data = vec![0f32; self.values_per_image() * images.len()];
+        let transforms = self.batch_into(images, &mut data)?;
+        Ok((data, transforms))
+    }
+
+    /// `batch` into `data` (`values_per_image() * images.len()` values).
+    pub fn batch_into(&self, images: &[ImageRef], data: &mut [f32]) -> Result<Vec<Transform>, String> {
+        self.each_image_into(images, data, |img, out| {
+            preprocess_into(
+                img,
+                self.resize,
+                self.width,
+                self.height,
+                self.mean,
+                self.std,
+                self.layout,
+                out,
+            )
+        })
+    }
+
+    /// Splits `data` into one tensor per image and fills each with `fill`.
+    pub fn each_image_into(
+        &self,
+        images: &[ImageRef],
+        data: &mut [f32],
+        fill: impl Fn(&ImageRef, &mut [f32]) -> Result<Transform, String>,
+    ) -> Result<Vec<Transform>, String> {
+        let per_image = self.values_per_image();
+        if data.len() != per_image * images.len() {
+            return Err(format!(
+                "a batch of {} images needs {} values, not {}",
+                images.len(),
+                per_image * images.len(),
+                data.len()
+            ));
+        }
+        images
             .iter()
             .zip(data.chunks_exact_mut(per_image))
-            .map(|(img, out)| {
-                preprocess_into(
-                    img,
-                    self.resize,
-                    self.width,
-                    self.height,
-                    self.mean,
-                    self.std,
-                    self.layout,
-                    out,
-                )
-            })
-            .collect::<Result<_, _>>()?;
-        Ok((data, transforms))
+            .map(|(img, out)| fill(img, out))
+            .collect()
     }
 }
 

@@ -14,7 +14,7 @@
 //!   `score > threshold` (strict). Boxes become xyxy scaled to the original image and clamped
 //!   ([`to_image`]). There is no NMS: one query may be reported for several classes.
 
-use crate::preprocess::{preprocess_into, ImageRef, Layout, Resize, Transform};
+use crate::preprocess::{ImageRef, Layout, Resize, Transform};
 use crate::ModelInput;
 
 pub mod masks;
@@ -104,26 +104,19 @@ pub fn stretch_into(
 /// model is stretched (the family's default), else the shared pre-processing (a Roboflow model
 /// trained with a letterbox says so in its `environment.json`).
 pub fn batch(input: &ModelInput, images: &[ImageRef]) -> Result<(Vec<f32>, Vec<Transform>), String> {
-    let per_image = input.width as usize * input.height as usize * 3;
-    let mut data = vec![0f32; per_image * images.len()];
-    let transforms = images
-        .iter()
-        .zip(data.chunks_exact_mut(per_image))
-        .map(|(img, out)| match input.resize {
-            Resize::Stretch => stretch_into(img, input.width, input.height, input.mean, input.std, input.layout, out),
-            other => preprocess_into(
-                img,
-                other,
-                input.width,
-                input.height,
-                input.mean,
-                input.std,
-                input.layout,
-                out,
-            ),
-        })
-        .collect::<Result<_, _>>()?;
+    let mut data = vec![0f32; input.values_per_image() * images.len()];
+    let transforms = batch_into(input, images, &mut data)?;
     Ok((data, transforms))
+}
+
+/// `batch` into `data` (`input.values_per_image() * images.len()` values).
+pub fn batch_into(input: &ModelInput, images: &[ImageRef], data: &mut [f32]) -> Result<Vec<Transform>, String> {
+    if input.resize != Resize::Stretch {
+        return input.batch_into(images, data);
+    }
+    input.each_image_into(images, data, |img, out| {
+        stretch_into(img, input.width, input.height, input.mean, input.std, input.layout, out)
+    })
 }
 
 /// `num_select` as the model's metadata gives it: a `num_select` entry, or the `num_select` of

@@ -13,21 +13,37 @@ use super::wit::imaging::{InputSpec, Placement, Resampling};
 use super::wit::{self, ChannelOrder, ErrorKind, LentImage, PluginError, ResizeMode};
 use crate::input::RgbImage;
 
-/// The images lent to one call, and what the call's imaging may still allocate.
+/// The images lent to one call, and the input tensors its imaging made.
 #[derive(Default)]
 pub struct Lent {
     images: Vec<RgbImage>,
-    /// Bytes of input tensors `model-input` may still make in this call (the call's memory
-    /// limit: the tensors live in the host, outside the plugin's linear memory).
-    tensor_bytes_left: usize,
+    /// Bytes of input tensors `model-input` may hold alive at once in this call (the call's
+    /// memory limit: the tensors live in the host, outside the plugin's linear memory).
+    tensor_bytes: usize,
+    /// The tensors made so far, as (handle, address of their data, bytes), until the plugin
+    /// drops them.
+    made: Vec<(u32, usize, usize)>,
 }
 
 impl Lent {
     pub fn new(images: Vec<RgbImage>, tensor_bytes: usize) -> Self {
         Self {
             images,
-            tensor_bytes_left: tensor_bytes,
+            tensor_bytes,
+            made: Vec::new(),
         }
+    }
+
+    /// Bytes of the tensors made by imaging that are still alive. A dropped tensor's handle may
+    /// be reused by another tensor: one that is not at the same address counts as dropped (and
+    /// one that is still counts, which errs on the safe side).
+    fn alive_bytes(&mut self, table: &ResourceTable) -> usize {
+        self.made.retain(|&(rep, address, _)| {
+            table
+                .get(&Resource::<Tensor>::new_borrow(rep))
+                .is_ok_and(|t| t.data.as_ptr() as usize == address)
+        });
+        self.made.iter().map(|&(_, _, bytes)| bytes).sum()
     }
 
     pub fn into_images(self) -> Vec<RgbImage> {
@@ -125,13 +141,15 @@ impl wit::imaging::Host for ImagingView<'_> {
         };
         let per_image = input.values_per_image() * 4;
         let bytes = per_image.saturating_mul(images.len());
-        if bytes > self.lent.tensor_bytes_left {
+        let alive = self.lent.alive_bytes(self.table);
+        if alive.saturating_add(bytes) > self.lent.tensor_bytes {
             return Ok(Err(invalid(format!(
-                "model-input of {} image(s) at {}x{} needs {bytes} bytes of tensors; the call has {} left of its memory limit",
+                "model-input of {} image(s) at {}x{} needs {bytes} bytes of tensors; with the {alive} bytes of the \
+                 call's tensors not yet dropped, that is over its memory limit of {} bytes",
                 images.len(),
                 input.width,
                 input.height,
-                self.lent.tensor_bytes_left
+                self.lent.tensor_bytes
             ))));
         }
         let mut refs = Vec::with_capacity(images.len());
@@ -163,7 +181,7 @@ impl wit::imaging::Host for ImagingView<'_> {
             Ok(transforms) => transforms,
             Err(message) => return Ok(Err(invalid(message))),
         };
-        self.lent.tensor_bytes_left -= bytes;
+        let address = data.as_ptr() as usize;
         let tensor = Tensor {
             dimensions: input.dims(images.len()),
             ty: TensorType::Fp32,
@@ -180,7 +198,9 @@ impl wit::imaging::Host for ImagingView<'_> {
                 original_height: t.orig_height,
             })
             .collect();
-        Ok(Ok((self.table.push(tensor)?, placements)))
+        let tensor = self.table.push(tensor)?;
+        self.lent.made.push((tensor.rep(), address, bytes));
+        Ok(Ok((tensor, placements)))
     }
 }
 
@@ -243,8 +263,8 @@ mod tests {
             .model_input(both(), spec(ResizeMode::Letterbox, Resampling::Bytes))
             .unwrap()
             .unwrap();
-        let tensor = view.table.delete(tensor).unwrap();
-        assert_eq!(tensor.dimensions, vec![2, 3, 4, 8]);
+        let kept = Resource::<Tensor>::new_borrow(tensor.rep());
+        assert_eq!(view.table.get(&kept).unwrap().dimensions, vec![2, 3, 4, 8]);
         // The same as the guest crate's own pre-processing, bit for bit.
         let refs = [
             guest::ImageRef::new(16, 4, &[10; 16 * 4 * 3]).unwrap(),
@@ -252,14 +272,17 @@ mod tests {
         ];
         let input = super::model_input(&spec(ResizeMode::Letterbox, Resampling::Bytes)).unwrap();
         let (want, transforms) = input.batch(&refs).unwrap();
-        assert_eq!(tensor.data, bytemuck::cast_slice::<f32, u8>(&want));
+        assert_eq!(
+            view.table.get(&kept).unwrap().data,
+            bytemuck::cast_slice::<f32, u8>(&want)
+        );
         assert_eq!(
             (placements[1].scale_x, placements[1].pad_x),
             (transforms[1].scale_x, transforms[1].pad_x)
         );
         assert_eq!((placements[1].original_width, placements[1].original_height), (2, 4));
 
-        // The call's memory is spent: the next tensor is refused, with the sizes.
+        // While it is alive the call's memory is spent: the next tensor is refused, with the sizes.
         let refused = view
             .model_input(both(), spec(ResizeMode::Stretch, Resampling::Bytes))
             .unwrap()
@@ -270,6 +293,12 @@ mod tests {
             "{}",
             refused.message
         );
+        // Once the plugin drops it (after its run), the next one fits.
+        view.table.delete(tensor).unwrap();
+        assert!(view
+            .model_input(both(), spec(ResizeMode::Stretch, Resampling::Bytes))
+            .unwrap()
+            .is_ok());
     }
 
     #[test]

@@ -77,3 +77,13 @@ def test_a_0_1_0_workflow_block_runs_as_the_current_one(servers):
         answers.append(r.json()["outputs"])
     assert answers[0] == answers[1] and len(answers[0]) == len(IMAGES)
     assert sum(o["total"] for o in answers[0]) > 0
+
+
+def test_plugins_say_which_wit_they_were_built_against(servers):
+    for server, version in zip(servers, ["0.1.0", "0.2.0"]):
+        r = requests.get(f"{server.url}/plugins", timeout=HTTP_TIMEOUT)
+        assert r.status_code == 200, r.text
+        listed = {p["name"]: p["wit"] for p in r.json()["plugins"]}
+        assert listed["object-detection"] == version
+        # The example block is built with today's WIT on the new server, taken from 0.1.0 on the old.
+        assert listed["zone-counter"] == version

@@ -13,6 +13,7 @@ use super::numpy::{decode_numpy, NumpyImage};
 use super::InputError;
 
 /// A decoded image: RGB8, row-major, tightly packed.
+#[derive(Default)]
 pub struct RgbImage {
     pub width: u32,
     pub height: u32,

@@ -40,20 +40,16 @@ impl LoadedPlugin {
         let graph_name = model.description.id.clone();
         let mut call = runtime.store(limits, Some((&graph_name, model.onnx.clone())));
         let info = model_info(&model.description, &graph_name, model.images_per_run());
-        let lent = images.iter_mut().map(|i| RgbImage {
-            width: i.width,
-            height: i.height,
-            rgb: std::mem::take(&mut i.rgb),
-        });
-        // The host's input tensors count against the call's memory like the plugin's own data.
-        call.store
-            .data_mut()
-            .lend(Lent::new(lent.collect(), limits.memory_bytes));
+        // The images move into the call's state whole and come back after it. The input tensors
+        // imaging makes have their own allowance of the call's memory limit, counted over the
+        // tensors still alive (they live in the host, not in the plugin's linear memory).
+        let lent = images.iter_mut().map(std::mem::take).collect();
+        call.store.data_mut().lend(Lent::new(lent, limits.memory_bytes));
         // Instantiation and the call both run guest code: a trap in either is the plugin's.
         let result = invoke(&self.bound, &mut call.store, &info);
         // Hand the pixels back (for drawing the predictions).
         for (image, lent) in images.iter_mut().zip(call.store.data_mut().take_lent().into_images()) {
-            image.rgb = lent.rgb;
+            *image = lent;
         }
         let value = self.outcome(limits, result, &call)?;
         let ended = Instant::now();

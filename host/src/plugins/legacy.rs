@@ -8,6 +8,10 @@ use wasmtime::component::{ComponentExportIndex, ComponentNamedList, InstancePre,
 use wasmtime::Store;
 
 use super::runtime::CallState;
+use super::world::Bound;
+
+/// The WIT package version these components were built against.
+pub const WIT_VERSION: &str = "0.1.0";
 
 /// A 0.1.0 component and its world's export.
 pub struct Legacy {
@@ -18,7 +22,7 @@ pub struct Legacy {
 impl Legacy {
     /// Binds `pre` by its export `interface` (e.g. `inference:plugins/detection@0.1.0`) and that
     /// interface's function `func`; their types are checked when the function is first called.
-    pub fn bind(pre: InstancePre<CallState>, interface: &str, func: &str) -> Result<Self> {
+    fn bind(pre: InstancePre<CallState>, interface: &str, func: &str) -> Result<Self> {
         let component = pre.component();
         let Some(exported) = component.get_export_index(None, interface) else {
             bail!("the component exports no {interface}");
@@ -29,9 +33,19 @@ impl Legacy {
         Ok(Self { pre, func })
     }
 
-    /// Whether `pre` exports `interface` (so that binding it as 0.1.0 is the right diagnosis).
-    pub fn exports(pre: &InstancePre<CallState>, interface: &str) -> bool {
-        pre.component().get_export_index(None, interface).is_some()
+    /// Binds `pre` as a 0.1.0 component where it exports `interface` (by the name of that
+    /// interface's function `func`), any other with the current world's bindings (`bind`, which
+    /// type-checks it against the current WIT). Task and block worlds alike bind through here.
+    pub fn or_bind(
+        pre: InstancePre<CallState>,
+        interface: &str,
+        func: &str,
+        bind: impl FnOnce(InstancePre<CallState>) -> Result<Bound>,
+    ) -> Result<Bound> {
+        if pre.component().get_export_index(None, interface).is_some() {
+            return Ok(Box::new(Self::bind(pre, interface, func)?));
+        }
+        bind(pre)
     }
 
     /// Instantiates the component in `store` and calls its export with `params`.

@@ -16,8 +16,10 @@ use std::time::SystemTime;
 use anyhow::{Context, Result};
 use parking_lot::RwLock;
 
+use super::legacy::{self, Legacy};
 use super::manifest::{Fit, Manifest};
 use super::runtime::{CallLimits, PluginRuntime};
+use super::wit;
 use super::world::{Bound, World, Worlds};
 use crate::models::ModelDescription;
 
@@ -56,6 +58,16 @@ impl LoadedPlugin {
     /// The workflow block type it implements, if it is a block.
     pub fn block_type(&self) -> Option<&str> {
         self.manifest.block.as_ref().map(|b| b.type_id.as_str())
+    }
+
+    /// The version of the WIT package it was built against: 0.1.0 components run through
+    /// `legacy`, every other one was checked against the current WIT.
+    pub fn wit_version(&self) -> &'static str {
+        if self.bound.downcast_ref::<Legacy>().is_some() {
+            legacy::WIT_VERSION
+        } else {
+            wit::WIT_VERSION
+        }
     }
 
     /// Whether it claims models (`[models]`), rather than being its world's default.

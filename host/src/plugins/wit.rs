@@ -26,6 +26,9 @@ pub struct LentImage {
     pub(super) index: usize,
 }
 
+/// The WIT package version (`inference:plugins@…`) the host's bindings are built from.
+pub const WIT_VERSION: &str = "0.2.0";
+
 /// What the WIT's 0.1.0 has that 0.2.0 has not.
 pub mod v1 {
     /// A 0.1.0 image: the pixels, copied into the plugin.

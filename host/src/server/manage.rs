@@ -350,7 +350,7 @@ pub async fn method_not_allowed(method: axum::http::Method) -> ApiError {
     path = "/plugins",
     tag = "service",
     summary = "Installed plugins",
-    description = "Each plugin's name, version, world, route (null for a workflow block), description, the models it \
+    description = "Each plugin's name, version, world, the WIT version it was built against, route (null for a workflow block), description, the models it \
         claims, the workflow block it implements and its limits, and the plugins directory.",
     responses((status = 200, description = "The installed plugins.", body = Object)),
 )]
@@ -366,6 +366,8 @@ pub async fn plugins(State(state): State<Arc<AppState>>, Ctx(caller): Ctx) -> Js
                 "name": p.manifest.name,
                 "version": p.manifest.version,
                 "world": p.manifest.world,
+                // The WIT package version it was built against (0.1.0 ones still run).
+                "wit": p.wit_version(),
                 // A workflow block serves no route: definitions use it by its block type.
                 "route": p.route.as_ref().map(|r| format!("/infer/{r}")),
                 "description": p.manifest.description,

@@ -96,10 +96,7 @@ pub fn bind_task(
     legacy_interface: &str,
     func: &str,
 ) -> anyhow::Result<Bound> {
-    if Legacy::exports(&pre, legacy_interface) {
-        return Ok(Box::new(Legacy::bind(pre, legacy_interface, func)?));
-    }
-    bind(pre)
+    Legacy::or_bind(pre, legacy_interface, func, bind)
 }
 
 /// Calls a task plugin built against the WIT's 0.1.0: its export takes the lent images as

@@ -57,10 +57,9 @@ fn bind(pre: InstancePre<CallState>) -> anyhow::Result<Bound> {
         bail!("a workflow block may not import {name}: blocks get values, not models (a model step runs before them)");
     }
     // A block built against the WIT's 0.1.0 has the same types under an older export name.
-    if Legacy::exports(&pre, LEGACY_EXPORT) {
-        return Ok(Box::new(Legacy::bind(pre, LEGACY_EXPORT, "run")?));
-    }
-    Ok(Box::new(bindings::WorkflowBlockPre::new(pre)?))
+    Legacy::or_bind(pre, LEGACY_EXPORT, "run", |pre| {
+        Ok(Box::new(bindings::WorkflowBlockPre::new(pre)?))
+    })
 }
 
 /// The export of a block built against the WIT's 0.1.0.

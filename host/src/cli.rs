@@ -126,6 +126,12 @@ pub struct ServeArgs {
     /// ONNX Runtime intra-op threads shared by all models (default: number of CPUs).
     #[arg(long, env = "INFERENCE_THREADS")]
     pub threads: Option<usize>,
+    /// A CPU run that starts while another run is in flight, or while other plugin calls are
+    /// under way, runs on one thread of its own instead of the shared intra-op threads (a run
+    /// that starts alone still uses them all). Measured on 2 cores: 4 % more images/s and 7 %
+    /// less CPU per image at 16 concurrent requests, but up to two more sessions per model.
+    #[arg(long, env = "INFERENCE_ADAPTIVE_THREADS")]
+    pub adaptive_threads: bool,
     /// Sessions per model, i.e. how many inferences of one model may run at once (default: min(CPUs, 4)).
     #[arg(long, env = "INFERENCE_SESSIONS_PER_MODEL")]
     pub sessions_per_model: Option<usize>,

@@ -80,6 +80,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         max_queue_delay: Duration::from_micros(args.batch_max_delay_us),
         // A quarter of the budget for the runs of the calls in flight, shared out between them.
         run_memory: args.max_memory / 4 / max_concurrent_calls as u64,
+        adaptive_threads: args.adaptive_threads,
     };
     let url_policy = UrlPolicy {
         allow_http: args.allow_http_urls,

@@ -331,6 +331,7 @@ fn raw(args: RawArgs) -> Result<()> {
             max_batch: 1,
             max_queue_delay: Duration::ZERO,
             run_memory: 0,
+            adaptive_threads: false,
         },
     )?
     .signature()
@@ -362,6 +363,7 @@ fn raw(args: RawArgs) -> Result<()> {
                     max_batch: 1,
                     max_queue_delay: Duration::ZERO,
                     run_memory: 0,
+                    adaptive_threads: false,
                 },
             )
         })

@@ -53,6 +53,60 @@ pub struct SessionOptions {
     /// copies (in the plugin, lifted into the host, batched) and ONNX Runtime's working memory
     /// (0: unbounded). `calibrate` turns it into a limit on the images in one run.
     pub run_memory: u64,
+    /// Whether a CPU run that starts while another run (of any model) is in flight takes a
+    /// single-threaded session instead of the shared intra-op pool (`Width`).
+    pub adaptive_threads: bool,
+}
+
+/// How many threads a session's runs use. The shared pool makes a lone run fastest, but when
+/// runs overlap their parallel sections contend for the same cores: on 2 cores two
+/// single-threaded runs at once did 5-12 % more images per second than two on the shared pool
+/// (shapes-detect 151-156 vs 137-139/s, nudenet-320n 57-62 vs 55-59/s, raw pipeline).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Width {
+    /// ONNX Runtime's shared intra-op pool (`nn::runtime::init`).
+    Shared,
+    /// One thread, the caller's: its own session options, no pool.
+    One,
+}
+
+impl Width {
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Runs of any model holding a session now: the cores are shared by every model, so a run that
+/// starts while another is in flight takes a single-threaded session.
+static RUNS_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// Plugin calls with a model in progress (`CallGraph`). With more than one, runs will overlap
+/// soon even when none is in flight this instant (the others are decoding or pre-processing):
+/// under load a run that found the cores free would otherwise take the shared pool, and the
+/// next run would contend with it.
+static CALLS_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// One unit of a counter, until dropped (whichever way the work ends).
+struct Counted(&'static AtomicUsize);
+
+impl Counted {
+    fn new(counter: &'static AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::AcqRel);
+        Self(counter)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A model's idle sessions and how many exist, per `Width`.
+#[derive(Default)]
+struct Sessions {
+    idle: [Vec<Session>; 2],
+    created: [usize; 2],
 }
 
 /// A loaded ONNX model: a pool of sessions over one weights file.
@@ -62,9 +116,8 @@ pub struct OnnxModel {
     name: String,
     options: SessionOptions,
     signature: ModelSignature,
-    idle: Mutex<Vec<Session>>,
+    sessions: Mutex<Sessions>,
     freed: Condvar,
-    created: AtomicUsize,
     /// Concurrent runs gathered into one, when the model's batch dimension allows it.
     batcher: Option<Batcher>,
     /// Most images one run may hold so that `run_memory` holds (`usize::MAX` until calibrated).
@@ -81,6 +134,9 @@ impl OnnxModel {
     pub fn load_named(path: &Path, options: SessionOptions, name: &str) -> Result<Arc<Self>> {
         let session = build_session(path, &options)?;
         let signature = read_signature(&session)?;
+        let mut sessions = Sessions::default();
+        sessions.idle[Width::Shared.index()].push(session);
+        sessions.created[Width::Shared.index()] = 1;
         let batcher = (options.max_batch > 1 && batchable(&signature)).then(|| {
             Batcher::new(
                 name,
@@ -96,9 +152,8 @@ impl OnnxModel {
             name: name.to_string(),
             options,
             signature,
-            idle: Mutex::new(vec![session]),
+            sessions: Mutex::new(sessions),
             freed: Condvar::new(),
-            created: AtomicUsize::new(1),
             batcher,
             run_images: AtomicUsize::new(usize::MAX),
         }))
@@ -135,7 +190,7 @@ impl OnnxModel {
         // One measure at a time, so that two loads do not count each other's runs.
         static MEASURING: Mutex<()> = Mutex::new(());
         let _alone = MEASURING.lock();
-        let mut session = self.checkout()?;
+        let mut session = self.checkout(Width::Shared)?;
         let outputs = &self.signature.outputs;
         let measured = (|| -> Result<Option<u64>> {
             run_session(&mut session, input(1)?, outputs).context("warm-up run")?;
@@ -150,7 +205,7 @@ impl OnnxModel {
             }
             Ok(Some(per_image))
         })();
-        self.checkin(session);
+        self.checkin(session, Width::Shared);
         let per_image = measured?;
         if let (Some(bytes), true) = (per_image, self.options.run_memory > 0) {
             let tensor = dims[1..].iter().map(|d| u64::from(*d)).product::<u64>() * element_size(ty) as u64;
@@ -182,32 +237,50 @@ impl OnnxModel {
         &self.signature
     }
 
-    /// Takes an idle session, building another one if the pool may still grow, else waits.
-    fn checkout(&self) -> Result<Session> {
-        let mut idle = self.idle.lock();
-        loop {
-            if let Some(session) = idle.pop() {
-                return Ok(session);
-            }
-            let created = self.created.load(Ordering::Acquire);
-            if created < self.options.max_sessions
-                && self
-                    .created
-                    .compare_exchange(created, created + 1, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-            {
-                drop(idle);
-                return build_session(&self.path, &self.options).inspect_err(|_| {
-                    self.created.fetch_sub(1, Ordering::AcqRel);
-                });
-            }
-            self.freed.wait(&mut idle);
+    /// The width of a run starting now: one thread if another run is in flight or another
+    /// plugin call is under way (and the model adapts), else the shared pool. Counted in
+    /// `RUNS_IN_FLIGHT` until the `Counted` drops.
+    fn start_run(&self) -> (Width, Counted) {
+        let running = Counted::new(&RUNS_IN_FLIGHT);
+        let busy = RUNS_IN_FLIGHT.load(Ordering::Acquire) > 1 || CALLS_IN_FLIGHT.load(Ordering::Acquire) > 1;
+        let adapts = self.options.adaptive_threads && self.options.device == Device::Cpu;
+        (if adapts && busy { Width::One } else { Width::Shared }, running)
+    }
+
+    /// The most sessions of `width` the model keeps: every run slot may be single-threaded, but
+    /// only a run that starts alone uses the shared pool, so one such session is enough.
+    fn max_sessions(&self, width: Width) -> usize {
+        let adapts = self.options.adaptive_threads && self.options.device == Device::Cpu;
+        match width {
+            Width::Shared if adapts => 1,
+            _ => self.options.max_sessions,
         }
     }
 
-    fn checkin(&self, session: Session) {
-        self.idle.lock().push(session);
-        self.freed.notify_one();
+    /// Takes an idle session of `width`, building another one if the pool may still grow, else
+    /// waits.
+    fn checkout(&self, width: Width) -> Result<Session> {
+        let w = width.index();
+        let mut sessions = self.sessions.lock();
+        loop {
+            if let Some(session) = sessions.idle[w].pop() {
+                return Ok(session);
+            }
+            if sessions.created[w] < self.max_sessions(width) {
+                sessions.created[w] += 1;
+                drop(sessions);
+                return build_session_of(&self.path, &self.options, width).inspect_err(|_| {
+                    self.sessions.lock().created[w] -= 1;
+                });
+            }
+            self.freed.wait(&mut sessions);
+        }
+    }
+
+    fn checkin(&self, session: Session, width: Width) {
+        self.sessions.lock().idle[width.index()].push(session);
+        // Waiters may want either width.
+        self.freed.notify_all();
     }
 
     /// Runs the model on named inputs and returns every output, in the model's order; with
@@ -240,12 +313,13 @@ impl OnnxModel {
             self.check_input(input)?;
             values.push((input.name.clone(), ort_input(&input.tensor)?));
         }
-        let mut session = self.checkout()?;
+        let (width, _in_flight) = self.start_run();
+        let mut session = self.checkout(width)?;
         // ONNX Runtime's own time: after a session is free, until its outputs are converted.
         let started = Instant::now();
         let result = run_session(&mut session, values, &self.signature.outputs);
         crate::metrics::record_model_run(&self.name, started.elapsed());
-        self.checkin(session);
+        self.checkin(session, width);
         result
     }
 }
@@ -270,11 +344,29 @@ fn run_session(
         .collect()
 }
 
-/// A session for the model at `path`, with the server's settings (also the benchmark's).
+/// A session for the model at `path`, with the server's settings (also the benchmark's), on
+/// the shared intra-op pool.
 pub fn build_session(path: &Path, options: &SessionOptions) -> Result<Session> {
-    let mut builder = Session::builder()?
+    build_session_of(path, options, Width::Shared)
+}
+
+/// As `build_session`, with runs of `width`.
+pub fn build_session_of(path: &Path, options: &SessionOptions, width: Width) -> Result<Session> {
+    let mut builder = Session::builder()?;
+    if width == Width::One {
+        builder = builder
+            .with_independent_thread_pool()?
+            .with_intra_threads(1)?
+            .with_inter_threads(1)?;
+    }
+    let mut builder = builder
         .with_optimization_level(GraphOptimizationLevel::Level3)?
         // One op at a time per session; parallelism comes from the shared intra-op pool.
+        // ONNX Runtime's memory pattern (one block per run for its activations, above the
+        // fixed mmap threshold of `tune_malloc` for most models, so mapped and faulted in each
+        // run) stays on: without it a run was 1-4 ms faster on nudenet-320n, but the heaps
+        // fragmented and 8-image requests peaked 60-70 MB higher (shapes-detect, 4 at once:
+        // 262-275 MB instead of 188-232), past the memory bar.
         .with_parallel_execution(false)?;
     if options.device == Device::Cuda {
         builder = builder.with_execution_providers([cuda_provider()?])?;
@@ -592,11 +684,18 @@ pub struct CallGraph {
     model: Arc<OnnxModel>,
     runs: Arc<CallRuns>,
     max_runs: usize,
+    /// Counted in `CALLS_IN_FLIGHT` for the call's life.
+    _calling: Counted,
 }
 
 impl CallGraph {
     pub fn graph(model: Arc<OnnxModel>, runs: Arc<CallRuns>, max_runs: usize) -> Graph {
-        let graph: Box<dyn BackendGraph> = Box::new(Self { model, runs, max_runs });
+        let graph: Box<dyn BackendGraph> = Box::new(Self {
+            model,
+            runs,
+            max_runs,
+            _calling: Counted::new(&CALLS_IN_FLIGHT),
+        });
         graph.into()
     }
 }
@@ -717,6 +816,7 @@ mod tests {
             max_batch,
             max_queue_delay,
             run_memory,
+            adaptive_threads: false,
         }
     }
 
@@ -891,17 +991,62 @@ mod tests {
         let options = cpu_options(1, 1, std::time::Duration::ZERO, 0);
         let model = OnnxModel::load(&fixture("tests/fixtures/models/shapes-detect.onnx"), options).unwrap();
         let outputs = &model.signature().outputs;
-        let mut session = model.checkout().unwrap();
+        let mut session = model.checkout(Width::Shared).unwrap();
         let viewed = ort_input(&tensor).unwrap();
         let copied: SessionInputValue<'_> = to_ort_value(tensor.clone()).unwrap().into();
         let a = run_session(&mut session, vec![("images".into(), viewed)], outputs).unwrap();
         let b = run_session(&mut session, vec![("images".into(), copied)], outputs).unwrap();
-        model.checkin(session);
+        model.checkin(session, Width::Shared);
         assert_eq!(a[0].tensor.data, b[0].tensor.data);
         // Bytes that are not a whole tensor are not viewed (and fail as a copy, with the reason).
         let mut short = tensor;
         short.data.pop();
         assert!(ort_input(&short).is_err());
+    }
+
+    #[test]
+    fn overlapping_runs_take_single_threaded_sessions_and_answer_the_same() {
+        init_ort();
+        let (dims, input) = read_f32_npy(&fixture(
+            "tests/fixtures/reference/dev/tensors/01_multi_320x320.letterbox_320x320.input.npy",
+        ));
+        let path = fixture("tests/fixtures/models/shapes-detect.onnx");
+        let shared = OnnxModel::load(&path, cpu_options(2, 1, std::time::Duration::ZERO, 0)).unwrap();
+        let adaptive = OnnxModel::load(
+            &path,
+            SessionOptions {
+                adaptive_threads: true,
+                ..cpu_options(2, 1, std::time::Duration::ZERO, 0)
+            },
+        )
+        .unwrap();
+        let run = |model: &OnnxModel| {
+            let input = NamedTensor {
+                name: "images".into(),
+                tensor: f32_tensor(dims.clone(), &input),
+            };
+            le_f32(&model.run(vec![input]).unwrap()[0].tensor.data)
+        };
+        let want = run(&shared);
+        // Two plugin calls under way: the next run expects company and takes one thread.
+        let _calls = [Counted::new(&CALLS_IN_FLIGHT), Counted::new(&CALLS_IN_FLIGHT)];
+        let got = run(&adaptive);
+        assert_eq!(
+            adaptive.sessions.lock().created,
+            [1, 1],
+            "one shared session (from load), one single-threaded"
+        );
+        assert_eq!(got.len(), want.len());
+        // Another thread count may sum in another order: equal to float rounding.
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-4, "single-threaded run differs by {worst}");
+        // A model that does not adapt keeps the shared pool whatever is in flight.
+        assert_eq!(run(&shared), want);
+        assert_eq!(shared.sessions.lock().created[Width::One.index()], 0);
     }
 
     fn le_f32(data: &[u8]) -> Vec<f32> {

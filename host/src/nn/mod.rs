@@ -5,5 +5,5 @@ pub mod graph;
 pub mod runtime;
 
 pub use graph::memory::trim as trim_heap;
-pub use graph::{CallGraph, CallRegistry, CallRuns, ModelSignature, OnnxModel, SessionOptions};
+pub use graph::{release_idle_sessions, CallGraph, CallRegistry, CallRuns, ModelSignature, OnnxModel, SessionOptions};
 pub use runtime::Device;

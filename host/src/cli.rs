@@ -129,7 +129,8 @@ pub struct ServeArgs {
     /// A CPU run that starts while another run is in flight, or while other plugin calls are
     /// under way, runs on one thread of its own instead of the shared intra-op threads (a run
     /// that starts alone still uses them all). Measured on 2 cores: 4 % more images/s and 7 %
-    /// less CPU per image at 16 concurrent requests, but up to two more sessions per model.
+    /// less CPU per image at 16 concurrent requests. A model may then hold one shared-pool
+    /// session beside --sessions-per-model single-threaded ones (extra ones go when idle).
     #[arg(long, env = "INFERENCE_ADAPTIVE_THREADS")]
     pub adaptive_threads: bool,
     /// Sessions per model, i.e. how many inferences of one model may run at once (default: min(CPUs, 4)).

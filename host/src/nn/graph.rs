@@ -43,7 +43,8 @@ pub struct ModelSignature {
 #[derive(Clone, Debug)]
 pub struct SessionOptions {
     pub device: Device,
-    /// The most sessions kept per model (each can run one inference at a time): its run slots.
+    /// The most sessions kept per model (each can run one inference at a time): its run slots
+    /// (with `adaptive_threads`, one shared-pool session may exist beside them).
     pub max_sessions: usize,
     /// Images per batched run (1: concurrent calls are not batched together).
     pub max_batch: usize,
@@ -53,8 +54,10 @@ pub struct SessionOptions {
     /// copies (in the plugin, lifted into the host, batched) and ONNX Runtime's working memory
     /// (0: unbounded). `calibrate` turns it into a limit on the images in one run.
     pub run_memory: u64,
-    /// Whether a CPU run that starts while another run (of any model) is in flight takes a
-    /// single-threaded session instead of the shared intra-op pool (`Width`).
+    /// Whether a CPU run that starts while another run (of any model) is in flight, or while
+    /// other plugin calls are under way, takes a single-threaded session instead of the shared
+    /// intra-op pool (`Width`). Such a model may hold one shared-pool session beside
+    /// `max_sessions` single-threaded ones.
     pub adaptive_threads: bool,
 }
 
@@ -76,7 +79,7 @@ impl Width {
     }
 }
 
-/// Runs of any model holding a session now: the cores are shared by every model, so a run that
+/// Runs of any model under way (waiting for or building a session included): the cores are shared by every model, so a run that
 /// starts while another is in flight takes a single-threaded session.
 static RUNS_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
@@ -113,7 +116,7 @@ struct Sessions {
 /// Every loaded model, for `release_idle_sessions`.
 static LOADED: Mutex<Vec<std::sync::Weak<OnnxModel>>> = Mutex::new(Vec::new());
 
-/// Drops the sessions no run has used for `idle_for`, but one shared-pool session per model
+/// Drops the CPU sessions no run has used for `idle_for`, but one shared-pool session per model
 /// (kept warm for the next request). Sessions beyond the first are built under load; each holds
 /// its own copy of the weights and, in its arena, its last run's activations, which would
 /// otherwise stay resident after the load ends.
@@ -183,6 +186,10 @@ impl OnnxModel {
     /// Drops this model's sessions idle for `idle_for`, but one shared-pool session
     /// (`release_idle_sessions`); returns how many went.
     fn release_idle(&self, idle_for: Duration) -> usize {
+        // A GPU session takes seconds to build again, and holds no host memory worth it.
+        if self.options.device != Device::Cpu {
+            return 0;
+        }
         let released: Vec<Session> = {
             let mut sessions = self.sessions.lock();
             let mut released = Vec::new();
@@ -250,7 +257,7 @@ impl OnnxModel {
             }
             Ok(Some(per_image))
         })();
-        self.checkin(session, Width::Shared);
+        drop(session);
         let per_image = measured?;
         if let (Some(bytes), true) = (per_image, self.options.run_memory > 0) {
             let tensor = dims[1..].iter().map(|d| u64::from(*d)).product::<u64>() * element_size(ty) as u64;
@@ -303,23 +310,37 @@ impl OnnxModel {
     }
 
     /// Takes an idle session of `width`, building another one if the pool may still grow, else
-    /// waits.
-    fn checkout(&self, width: Width) -> Result<Session> {
+    /// waits. The session goes back to the pool when the lease drops, however the run ends.
+    fn checkout(&self, width: Width) -> Result<Lease<'_>> {
         let w = width.index();
         let mut sessions = self.sessions.lock();
         loop {
             // The most recently used: the oldest idle ones are the ones to release.
             if let Some((session, _)) = sessions.idle[w].pop() {
-                return Ok(session);
+                return Ok(self.lease(session, width));
             }
             if sessions.created[w] < self.max_sessions(width) {
                 sessions.created[w] += 1;
                 drop(sessions);
-                return build_session_of(&self.path, &self.options, width).inspect_err(|_| {
-                    self.sessions.lock().created[w] -= 1;
-                });
+                return match build_session_of(&self.path, &self.options, width) {
+                    Ok(session) => Ok(self.lease(session, width)),
+                    Err(e) => {
+                        self.sessions.lock().created[w] -= 1;
+                        // A waiter may build the one this could not.
+                        self.freed.notify_all();
+                        Err(e)
+                    }
+                };
             }
             self.freed.wait(&mut sessions);
+        }
+    }
+
+    fn lease(&self, session: Session, width: Width) -> Lease<'_> {
+        Lease {
+            model: self,
+            width,
+            session: Some(session),
         }
     }
 
@@ -374,8 +395,37 @@ impl OnnxModel {
         let shrink = images > 1 && self.options.device == Device::Cpu;
         let result = run_session(&mut session, values, &self.signature.outputs, shrink);
         crate::metrics::record_model_run(&self.name, started.elapsed());
-        self.checkin(session, width);
+        drop(session);
         result
+    }
+}
+
+/// A session taken from a model's pool, given back when dropped (a panic in a run included:
+/// a lost session would leave its slot taken for good).
+struct Lease<'a> {
+    model: &'a OnnxModel,
+    width: Width,
+    session: Option<Session>,
+}
+
+impl std::ops::Deref for Lease<'_> {
+    type Target = Session;
+    fn deref(&self) -> &Session {
+        self.session.as_ref().expect("held until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Lease<'_> {
+    fn deref_mut(&mut self) -> &mut Session {
+        self.session.as_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            self.model.checkin(session, self.width);
+        }
     }
 }
 
@@ -1063,7 +1113,7 @@ mod tests {
         let copied: SessionInputValue<'_> = to_ort_value(tensor.clone()).unwrap().into();
         let a = run_session(&mut session, vec![("images".into(), viewed)], outputs, false).unwrap();
         let b = run_session(&mut session, vec![("images".into(), copied)], outputs, false).unwrap();
-        model.checkin(session, Width::Shared);
+        drop(session);
         assert_eq!(a[0].tensor.data, b[0].tensor.data);
         // Bytes that are not a whole tensor are not viewed (and fail as a copy, with the reason).
         let mut short = tensor;
@@ -1129,8 +1179,7 @@ mod tests {
             model.checkout(Width::Shared).unwrap(),
             model.checkout(Width::Shared).unwrap(),
         );
-        model.checkin(a, Width::Shared);
-        model.checkin(b, Width::Shared);
+        drop((a, b));
         assert_eq!(model.sessions.lock().created, [2, 0]);
         // Not idle long enough: kept.
         assert_eq!(model.release_idle(Duration::from_secs(3600)), 0);

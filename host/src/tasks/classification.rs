@@ -108,12 +108,9 @@ best first), `top` and `confidence`; multi-label models answer each class's scor
     }
 
     fn bind(pre: InstancePre<CallState>) -> anyhow::Result<Bound> {
-        super::bind_task(
-            pre,
-            |pre| Ok(Box::new(bindings::ClassificationPre::new(pre)?)),
-            "inference:plugins/classify@0.1.0",
-            "classify",
-        )
+        Legacy::or_bind(pre, "inference:plugins/classify@0.1.0", "classify", |pre| {
+            Ok(Box::new(bindings::ClassificationPre::new(pre)?))
+        })
     }
 
     fn invoke(

@@ -34,12 +34,9 @@ pub fn world() -> World {
 }
 
 fn bind(pre: InstancePre<CallState>) -> anyhow::Result<Bound> {
-    super::bind_task(
-        pre,
-        |pre| Ok(Box::new(bindings::CustomTaskPre::new(pre)?)),
-        "inference:plugins/custom@0.1.0",
-        "run",
-    )
+    Legacy::or_bind(pre, "inference:plugins/custom@0.1.0", "run", |pre| {
+        Ok(Box::new(bindings::CustomTaskPre::new(pre)?))
+    })
 }
 
 /// Calls the plugin's `run` with the request's parameters (its JSON body without the images).

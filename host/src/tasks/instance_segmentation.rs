@@ -139,12 +139,9 @@ impl Task for InstanceSegmentation {
     }
 
     fn bind(pre: InstancePre<CallState>) -> anyhow::Result<Bound> {
-        super::bind_task(
-            pre,
-            |pre| Ok(Box::new(bindings::InstanceSegmentationPre::new(pre)?)),
-            "inference:plugins/segment@0.1.0",
-            "segment",
-        )
+        Legacy::or_bind(pre, "inference:plugins/segment@0.1.0", "segment", |pre| {
+            Ok(Box::new(bindings::InstanceSegmentationPre::new(pre)?))
+        })
     }
 
     fn invoke(

@@ -78,12 +78,9 @@ impl Task for KeypointDetection {
     }
 
     fn bind(pre: InstancePre<CallState>) -> anyhow::Result<Bound> {
-        super::bind_task(
-            pre,
-            |pre| Ok(Box::new(bindings::KeypointDetectionPre::new(pre)?)),
-            "inference:plugins/keypoints@0.1.0",
-            "detect-keypoints",
-        )
+        Legacy::or_bind(pre, "inference:plugins/keypoints@0.1.0", "detect-keypoints", |pre| {
+            Ok(Box::new(bindings::KeypointDetectionPre::new(pre)?))
+        })
     }
 
     fn invoke(

@@ -87,18 +87,6 @@ pub fn bound_as<'a, P: 'static>(bound: &'a Bound, world: &str) -> wasmtime::Resu
         .ok_or_else(|| wasmtime::format_err!("the plugin is not bound to the {world} world"))
 }
 
-/// Binds a task plugin: a component built against the WIT's 0.1.0 (it exports `legacy_interface`,
-/// e.g. `inference:plugins/detection@0.1.0`) by the name of its export `func`, any other with the
-/// world's bindings (`bind`, which type-checks it against the current WIT).
-pub fn bind_task(
-    pre: InstancePre<CallState>,
-    bind: impl FnOnce(InstancePre<CallState>) -> anyhow::Result<Bound>,
-    legacy_interface: &str,
-    func: &str,
-) -> anyhow::Result<Bound> {
-    Legacy::or_bind(pre, legacy_interface, func, bind)
-}
-
 /// Calls a task plugin built against the WIT's 0.1.0: its export takes the lent images as
 /// records, copied into the plugin.
 pub fn invoke_legacy<P, R>(

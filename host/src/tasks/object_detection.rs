@@ -45,12 +45,9 @@ impl Task for ObjectDetection {
     }
 
     fn bind(pre: InstancePre<CallState>) -> anyhow::Result<Bound> {
-        super::bind_task(
-            pre,
-            |pre| Ok(Box::new(bindings::ObjectDetectionPre::new(pre)?)),
-            "inference:plugins/detection@0.1.0",
-            "detect",
-        )
+        Legacy::or_bind(pre, "inference:plugins/detection@0.1.0", "detect", |pre| {
+            Ok(Box::new(bindings::ObjectDetectionPre::new(pre)?))
+        })
     }
 
     fn invoke(

@@ -79,8 +79,9 @@ impl Width {
     }
 }
 
-/// Runs of any model under way (waiting for or building a session included): the cores are shared by every model, so a run that
-/// starts while another is in flight takes a single-threaded session.
+/// Runs of any model under way (waiting for or building a session included): the cores are
+/// shared by every model, so a run that starts while another is in flight takes a
+/// single-threaded session.
 static RUNS_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
 /// Plugin calls with a model in progress (`CallGraph`). With more than one, runs will overlap
@@ -206,7 +207,7 @@ impl OnnxModel {
         if !released.is_empty() {
             tracing::debug!(model = %self.name, sessions = released.len(), "released idle sessions");
         }
-        // Dropped outside the lock: freeing a session takes a while.
+        // `released` drops here, outside the lock: freeing a session takes a while.
         released.len()
     }
 
@@ -295,16 +296,27 @@ impl OnnxModel {
     fn start_run(&self) -> (Width, Counted) {
         let running = Counted::new(&RUNS_IN_FLIGHT);
         let busy = RUNS_IN_FLIGHT.load(Ordering::Acquire) > 1 || CALLS_IN_FLIGHT.load(Ordering::Acquire) > 1;
-        let adapts = self.options.adaptive_threads && self.options.device == Device::Cpu;
-        (if adapts && busy { Width::One } else { Width::Shared }, running)
+        (
+            if self.adapts() && busy {
+                Width::One
+            } else {
+                Width::Shared
+            },
+            running,
+        )
+    }
+
+    /// Whether the model's runs choose their `Width` (CPU only: a GPU run has no intra-op pool
+    /// to contend for).
+    fn adapts(&self) -> bool {
+        self.options.adaptive_threads && self.options.device == Device::Cpu
     }
 
     /// The most sessions of `width` the model keeps: every run slot may be single-threaded, but
     /// only a run that starts alone uses the shared pool, so one such session is enough.
     fn max_sessions(&self, width: Width) -> usize {
-        let adapts = self.options.adaptive_threads && self.options.device == Device::Cpu;
         match width {
-            Width::Shared if adapts => 1,
+            Width::Shared if self.adapts() => 1,
             _ => self.options.max_sessions,
         }
     }
@@ -437,13 +449,19 @@ fn run_session(
     outputs: &[TensorSpec],
     shrink: bool,
 ) -> Result<Vec<NamedTensor>> {
-    let mut options = ort::session::RunOptions::new()?;
-    if shrink {
+    // Run options only where they say something: a single-image run needs none.
+    let shrinking = if shrink {
+        let mut options = ort::session::RunOptions::new()?;
         options.add_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")?;
+        Some(options)
+    } else {
+        None
+    };
+    let results = match &shrinking {
+        Some(options) => session.run_with_options(values, options),
+        None => session.run(values),
     }
-    let results = session
-        .run_with_options(values, &options)
-        .context("ONNX Runtime run failed")?;
+    .context("ONNX Runtime run failed")?;
     outputs
         .iter()
         .map(|spec| {
@@ -475,13 +493,12 @@ pub fn build_session_of(path: &Path, options: &SessionOptions, width: Width) -> 
     }
     let mut builder = builder
         .with_optimization_level(GraphOptimizationLevel::Level3)?
-        // One op at a time per session; parallelism comes from the shared intra-op pool.
-        // ONNX Runtime's memory pattern (one block per run for its activations, above the
-        // fixed mmap threshold of `tune_malloc` for most models, so mapped and faulted in each
-        // run) stays on: without it a run was 1-4 ms faster on nudenet-320n, but the heaps
-        // fragmented and 8-image requests peaked 60-70 MB higher (shapes-detect, 4 at once:
-        // 262-275 MB instead of 188-232), past the memory bar.
+        // One op at a time per session; parallelism comes from the intra-op threads.
         .with_parallel_execution(false)?;
+    // ONNX Runtime's memory pattern (one block per run for the activations) stays on, its
+    // block kept in the CPU arena below. Turning the pattern off also spared the page faults,
+    // but fragmented the heaps: four 8-image requests at once on shapes-detect peaked at
+    // 262-275 MB instead of 188-232.
     if options.device == Device::Cuda {
         builder = builder.with_execution_providers([cuda_provider()?])?;
     } else {

@@ -33,7 +33,8 @@ struct Called<'a, O> {
 }
 
 /// What runs on a blocking thread: a plugin call on (some of) the decoded images, with a
-/// result per image (a custom task: one document for all of them).
+/// result per image (a custom task: one document for all of them); with `true`, the pixels
+/// come back after the call (for drawing), else they are freed once the plugin drops them.
 type Work<O> = Arc<
     dyn Fn(
             &LoadedPlugin,
@@ -41,6 +42,7 @@ type Work<O> = Arc<
             &CallLimits,
             &LoadedModel,
             &mut [RgbImage],
+            bool,
         ) -> Result<CallOutcome<Vec<O>>, CallError>
         + Send
         + Sync,
@@ -145,13 +147,14 @@ impl Pipeline {
         visualize: Option<Style>,
     ) -> Result<Vec<T::Response>, Error> {
         let plugin = self.plugin(caller, T::WORLD, &model)?.plugin;
-        let work: Work<T::Output> = Arc::new(move |plugin, runtime, limits, model, images| {
+        let work: Work<T::Output> = Arc::new(move |plugin, runtime, limits, model, images, keep| {
             let count = images.len();
             let outcome = plugin.call(
                 runtime,
                 limits,
                 model,
                 images,
+                keep,
                 Box::new(|bound, store, info| T::invoke(bound, store, info, &params)),
             )?;
             let value = plugin.check_results(limits, outcome.value, count, T::output_bytes)?;
@@ -206,12 +209,13 @@ impl Pipeline {
         let plugin = self
             .custom_plugin(caller, route)
             .ok_or_else(|| Error::NotFound(format!("no plugin serves /infer/{route}")))?;
-        let work: Work<serde_json::Value> = Arc::new(move |plugin, runtime, limits, model, images| {
+        let work: Work<serde_json::Value> = Arc::new(move |plugin, runtime, limits, model, images, keep| {
             let outcome = plugin.call(
                 runtime,
                 limits,
                 model,
                 images,
+                keep,
                 Box::new(|bound, store, info| custom::invoke(bound, store, info, &params_json)),
             )?;
             Ok(CallOutcome {
@@ -408,7 +412,7 @@ impl Pipeline {
                 let (call_plugin, call_model) = (plugin.clone(), model.clone());
                 tokio::task::spawn_blocking(move || {
                     run_share(share, per_call, max_pixels, keep_images, |images| {
-                        work(&call_plugin, &runtime, &limits, &call_model, images)
+                        work(&call_plugin, &runtime, &limits, &call_model, images, keep_images)
                     })
                 })
             })

@@ -27,13 +27,16 @@ pub type Call<'a, O> =
 
 impl LoadedPlugin {
     /// Runs `invoke` on `images` with `model`'s graph. Blocking: call from a blocking thread.
-    /// The pixels are lent to the call and handed back in `images` when it returns.
+    /// The pixels are lent to the call and handed back in `images` when it returns; without
+    /// `keep`, an image whose handle the plugin dropped comes back without its pixels (freed as
+    /// soon as the plugin let go of them, typically once its input tensor is made).
     pub fn call<O>(
         &self,
         runtime: &PluginRuntime,
         limits: &CallLimits,
         model: &LoadedModel,
         images: &mut [RgbImage],
+        keep: bool,
         invoke: Invoke<'_, O>,
     ) -> Result<CallOutcome<O>, CallError> {
         let started = Instant::now();
@@ -44,10 +47,10 @@ impl LoadedPlugin {
         // imaging makes have their own allowance of the call's memory limit, counted over the
         // tensors still alive (they live in the host, not in the plugin's linear memory).
         let lent = images.iter_mut().map(std::mem::take).collect();
-        call.store.data_mut().lend(Lent::new(lent, limits.memory_bytes));
+        call.store.data_mut().lend(Lent::new(lent, keep, limits.memory_bytes));
         // Instantiation and the call both run guest code: a trap in either is the plugin's.
         let result = invoke(&self.bound, &mut call.store, &info);
-        // Hand the pixels back (for drawing the predictions).
+        // Hand the pixels back (for drawing the predictions, with `keep`).
         for (image, lent) in images.iter_mut().zip(call.store.data_mut().take_lent().into_images()) {
             *image = lent;
         }

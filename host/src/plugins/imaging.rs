@@ -17,6 +17,10 @@ use crate::input::RgbImage;
 #[derive(Default)]
 pub struct Lent {
     images: Vec<RgbImage>,
+    /// Whether the caller wants the pixels back after the call (to draw on them); if not, an
+    /// image's pixels are freed as soon as the plugin drops its handle, so that a call waiting
+    /// for its model run, or decoding outputs, holds no decoded image it no longer reads.
+    keep: bool,
     /// Bytes of input tensors `model-input` may hold alive at once in this call (the call's
     /// memory limit: the tensors live in the host, outside the plugin's linear memory).
     tensor_bytes: usize,
@@ -26,9 +30,10 @@ pub struct Lent {
 }
 
 impl Lent {
-    pub fn new(images: Vec<RgbImage>, tensor_bytes: usize) -> Self {
+    pub fn new(images: Vec<RgbImage>, keep: bool, tensor_bytes: usize) -> Self {
         Self {
             images,
+            keep,
             tensor_bytes,
             made: Vec::new(),
         }
@@ -46,6 +51,8 @@ impl Lent {
         self.made.iter().map(|&(_, _, bytes)| bytes).sum()
     }
 
+    /// The images, handed back; without `keep`, those whose handles the plugin dropped have no
+    /// pixels left (their sizes stay).
     pub fn into_images(self) -> Vec<RgbImage> {
         self.images
     }
@@ -118,7 +125,13 @@ impl wit::HostImage for ImagingView<'_> {
     }
 
     fn drop(&mut self, image: Resource<LentImage>) -> wasmtime::Result<()> {
-        self.table.delete(image)?;
+        let index = self.table.delete(image)?.index;
+        // An owned handle is the only one to its image: once dropped, nothing reads the pixels.
+        if !self.lent.keep {
+            if let Some(image) = self.lent.images.get_mut(index) {
+                image.rgb = Vec::new();
+            }
+        }
         Ok(())
     }
 }
@@ -248,7 +261,7 @@ mod tests {
     #[test]
     fn model_input_is_the_guest_crates_preprocessing_within_the_calls_memory() {
         let mut table = ResourceTable::new();
-        let mut lent = Lent::new(vec![image(16, 4, 10), image(2, 4, 200)], 2 * 8 * 4 * 3 * 4);
+        let mut lent = Lent::new(vec![image(16, 4, 10), image(2, 4, 200)], true, 2 * 8 * 4 * 3 * 4);
         let handles = lent.handles(&mut table).unwrap();
         let mut view = ImagingView {
             table: &mut table,
@@ -302,9 +315,29 @@ mod tests {
     }
 
     #[test]
+    fn a_dropped_handle_frees_its_pixels_unless_they_are_kept() {
+        for keep in [false, true] {
+            let mut table = ResourceTable::new();
+            let mut lent = Lent::new(vec![image(4, 2, 1), image(2, 2, 2)], keep, 1 << 20);
+            let mut handles = lent.handles(&mut table).unwrap();
+            let mut view = ImagingView {
+                table: &mut table,
+                lent: &mut lent,
+            };
+            view.drop(handles.remove(0)).unwrap();
+            let images = lent.into_images();
+            // The dropped image keeps its size either way; its pixels only when kept. The image
+            // whose handle is still held keeps its pixels.
+            assert_eq!((images[0].width, images[0].height), (4, 2));
+            assert_eq!(images[0].rgb.len(), if keep { 4 * 2 * 3 } else { 0 });
+            assert_eq!(images[1].rgb, vec![2; 2 * 2 * 3]);
+        }
+    }
+
+    #[test]
     fn bad_specs_are_the_plugins_errors() {
         let mut table = ResourceTable::new();
-        let mut lent = Lent::new(vec![image(4, 4, 0)], 1 << 20);
+        let mut lent = Lent::new(vec![image(4, 4, 0)], true, 1 << 20);
         let handles = lent.handles(&mut table).unwrap();
         let mut view = ImagingView {
             table: &mut table,

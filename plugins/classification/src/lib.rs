@@ -29,7 +29,7 @@ impl Guest for Plugin {
             Activation::Sigmoid => guest::Activation::Sigmoid,
         };
         let mut results = Vec::with_capacity(images.len());
-        run_batches(&model, &input, &images, |outputs, transforms| {
+        run_batches(&model, &input, images, |outputs, transforms| {
             let (out_dims, data) = first_output(&outputs)?;
             // One row of scores per image sent: [B, nc] or [B, nc, 1, 1].
             let rows = guest::class_rows(&data, &out_dims, transforms.len())

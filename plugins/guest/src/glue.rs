@@ -82,7 +82,7 @@ pub type Outputs = Vec<(String, tensor::Tensor)>;
 /// images' transforms, and `each` gets the batch's outputs and transforms, in order.
 fn run_chunks(
     model: &ModelInfo,
-    images: &[Image],
+    images: Vec<Image>,
     mut prepare: impl FnMut(&[Image]) -> Result<(tensor::Tensor, Vec<Transform>), PluginError>,
     mut each: impl FnMut(Outputs, Vec<Transform>) -> Result<(), PluginError>,
 ) -> Result<(), PluginError> {
@@ -98,8 +98,16 @@ fn run_chunks(
     } else {
         model.max_batch as usize
     };
-    for batch in images.chunks(chunk.max(1)) {
-        let (tensor, transforms) = prepare(batch)?;
+    let mut images = images.into_iter();
+    loop {
+        let batch: Vec<Image> = images.by_ref().take(chunk.max(1)).collect();
+        if batch.is_empty() {
+            break;
+        }
+        let (tensor, transforms) = prepare(&batch)?;
+        // The tensor is made: dropping the handles lets the host free the decoded pixels before
+        // the run (which may wait for a batch) instead of after the whole call.
+        drop(batch);
         let outputs = context
             .compute(vec![(model.input_name.clone(), tensor)])
             .map_err(|e| nn_error("running the model", e))?;
@@ -113,7 +121,7 @@ fn run_chunks(
 /// transforms.
 pub fn run_batches_with(
     model: &ModelInfo,
-    images: &[Image],
+    images: Vec<Image>,
     dims: impl Fn(usize) -> Vec<u32>,
     mut prepare: impl FnMut(&[ImageRef<'_>]) -> Result<(Vec<f32>, Vec<Transform>), String>,
     each: impl FnMut(Outputs, Vec<Transform>) -> Result<(), PluginError>,
@@ -133,7 +141,7 @@ pub fn run_batches_with(
 pub fn run_batches(
     model: &ModelInfo,
     input: &ModelInput,
-    images: &[Image],
+    images: Vec<Image>,
     each: impl FnMut(Outputs, Vec<Transform>) -> Result<(), PluginError>,
 ) -> Result<(), PluginError> {
     let spec = input_spec(input, Resampling::Bytes)?;
@@ -144,7 +152,7 @@ pub fn run_batches(
 fn run_with_imaging(
     model: &ModelInfo,
     spec: InputSpec,
-    images: &[Image],
+    images: Vec<Image>,
     each: impl FnMut(Outputs, Vec<Transform>) -> Result<(), PluginError>,
 ) -> Result<(), PluginError> {
     let tensor_of = |batch: &[Image]| {
@@ -301,7 +309,7 @@ pub fn first_output(outputs: &[(String, tensor::Tensor)]) -> Result<(Vec<usize>,
 pub fn run_rfdetr_batches(
     model: &ModelInfo,
     input: &ModelInput,
-    images: &[Image],
+    images: Vec<Image>,
     each: impl FnMut(Outputs, Vec<Transform>) -> Result<(), PluginError>,
 ) -> Result<(), PluginError> {
     let resampling = if input.resize == Resize::Stretch {

@@ -94,7 +94,7 @@ impl Guest for Plugin {
         let unsupported = |e: String| error(ErrorKind::UnsupportedModel, e);
 
         let mut results = Vec::with_capacity(images.len());
-        run_batches(&model, &input, &images, |outputs, transforms| {
+        run_batches(&model, &input, images, |outputs, transforms| {
             // Detections are the 3-D output (2-D without a batch dim), prototypes the 4-D one.
             let find = |ranks: &[usize], what: &str| {
                 outputs

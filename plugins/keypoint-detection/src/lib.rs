@@ -35,7 +35,7 @@ impl Guest for Plugin {
         let unsupported = |e: String| error(ErrorKind::UnsupportedModel, e);
 
         let mut results = Vec::with_capacity(images.len());
-        run_batches(&model, &input, &images, |outputs, transforms| {
+        run_batches(&model, &input, images, |outputs, transforms| {
             let (out_dims, data) = first_output(&outputs)?;
             let layout = guest::infer_layout(&out_dims, named).map_err(unsupported)?;
             // Classes (counted from the output when the model names none) and keypoints per detection.

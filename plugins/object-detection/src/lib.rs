@@ -21,7 +21,7 @@ impl Guest for Plugin {
         let nc = model.class_names.len();
         let unsupported = |e: String| error(ErrorKind::UnsupportedModel, e);
         let mut results = Vec::with_capacity(images.len());
-        run_batches(&model, &input, &images, |outputs, transforms| {
+        run_batches(&model, &input, images, |outputs, transforms| {
             let (out_dims, data) = first_output(&outputs)?;
             let layout = guest::infer_layout(&out_dims, nc).map_err(unsupported)?;
             // Without class names, count classes from the layout so ids are still right.

@@ -19,7 +19,7 @@ impl Guest for Plugin {
     ) -> Result<Vec<Vec<Detection>>, PluginError> {
         let input = model_input(&model)?;
         let mut results = Vec::with_capacity(images.len());
-        run_rfdetr_batches(&model, &input, &images, |outputs, transforms| {
+        run_rfdetr_batches(&model, &input, images, |outputs, transforms| {
             for detections in rfdetr_detections(&model, &params, &input, &outputs, &transforms)? {
                 results.push(detections.into_iter().map(|(_, d)| d).collect());
             }

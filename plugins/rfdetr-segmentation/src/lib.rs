@@ -26,7 +26,7 @@ impl Guest for Plugin {
         let input = model_input(&model)?;
         let unsupported = |e: String| error(ErrorKind::UnsupportedModel, e);
         let mut results = Vec::with_capacity(images.len());
-        run_rfdetr_batches(&model, &input, &images, |outputs, transforms| {
+        run_rfdetr_batches(&model, &input, images, |outputs, transforms| {
             let per_image = rfdetr_detections(&model, &params.detection, &input, &outputs, &transforms)?;
             let (dims, data) = rfdetr_output(&outputs, "masks", 2)?;
             let [.., mh, mw] = dims[..] else {

@@ -44,7 +44,7 @@ impl Guest for Plugin {
         let unsupported = |e: String| error(ErrorKind::UnsupportedModel, e);
         let mut per_image = Vec::new();
         let mut totals: BTreeMap<String, u32> = BTreeMap::new();
-        run_batches(&model, &input, &images, |outputs, transforms| {
+        run_batches(&model, &input, images, |outputs, transforms| {
             let (dims, values) = first_output(&outputs)?;
             let nc = model.class_names.len();
             let layout = guest::infer_layout(&dims, nc).map_err(unsupported)?;

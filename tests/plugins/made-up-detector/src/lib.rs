@@ -26,7 +26,7 @@ impl Guest for Plugin {
         let prepare = |batch: &[guest::ImageRef<'_>]| input.batch(batch);
         run_batches_with(
             &model,
-            &images,
+            images,
             |n| input.dims(n),
             prepare,
             |outputs, transforms| {

@@ -90,11 +90,12 @@ impl Batcher {
     }
 
     /// Runs `input` (batch-major, one input of the model) with `exec`, alone or batched with
-    /// other callers' inputs; returns this caller's rows of every output.
+    /// other callers' inputs; returns this caller's rows of every output. `exec` is told how
+    /// many callers' inputs the run holds.
     pub fn run(
         &self,
         input: NamedTensor,
-        exec: impl Fn(NamedTensor) -> Result<Vec<NamedTensor>>,
+        exec: impl Fn(NamedTensor, usize) -> Result<Vec<NamedTensor>>,
     ) -> Result<Vec<NamedTensor>> {
         let images = input.tensor.dimensions.first().copied().unwrap_or(1) as usize;
         let key = (
@@ -109,7 +110,7 @@ impl Batcher {
             self.record_state(&state);
             drop(state);
             crate::metrics::record_batch(&self.name, images, Duration::ZERO);
-            let result = exec(input);
+            let result = exec(input, 1);
             self.release();
             return result;
         }
@@ -130,12 +131,13 @@ impl Batcher {
             if at_head && state.free_slots > 0 {
                 self.wait_for_more(&mut state, &me);
                 let taken = self.take(&mut state);
+                let calls = taken.len();
                 state.free_slots -= 1;
                 self.record_state(&state);
                 // Others may lead the next batch now.
                 self.changed.notify_all();
                 drop(state);
-                self.run_taken(taken, &exec);
+                self.run_taken(taken, |batch| exec(batch, calls));
                 self.release();
                 state = self.state.lock();
                 continue;
@@ -183,7 +185,7 @@ impl Batcher {
     }
 
     /// Runs the taken inputs as one batch and hands each its rows (or the run's error).
-    fn run_taken(&self, taken: Taken, exec: &impl Fn(NamedTensor) -> Result<Vec<NamedTensor>>) {
+    fn run_taken(&self, taken: Taken, exec: impl FnOnce(NamedTensor) -> Result<Vec<NamedTensor>>) {
         let waited = taken[0].queued.elapsed();
         let inputs: Vec<NamedTensor> = taken
             .iter()
@@ -297,15 +299,16 @@ mod tests {
         }
     }
 
-    /// A "model" that returns its input plus one, and counts its runs and their sizes.
+    /// A "model" that returns its input plus one, and counts its runs, their sizes and the
+    /// callers each was told it holds.
     fn plus_one<'a>(
         runs: &'a AtomicUsize,
-        sizes: &'a Mutex<Vec<u32>>,
+        sizes: &'a Mutex<Vec<(u32, usize)>>,
         delay: Duration,
-    ) -> impl Fn(NamedTensor) -> Result<Vec<NamedTensor>> + 'a {
-        move |input| {
+    ) -> impl Fn(NamedTensor, usize) -> Result<Vec<NamedTensor>> + 'a {
+        move |input, calls| {
             runs.fetch_add(1, Ordering::Relaxed);
-            sizes.lock().push(input.tensor.dimensions[0]);
+            sizes.lock().push((input.tensor.dimensions[0], calls));
             std::thread::sleep(delay);
             let mut out = input;
             out.name = "y".into();
@@ -346,7 +349,15 @@ mod tests {
         });
         // 9 rows in all, at most 8 per run: fewer runs than callers.
         assert!(runs.load(Ordering::Relaxed) < 6, "{:?}", sizes.lock());
-        assert!(sizes.lock().iter().all(|n| *n <= 8));
+        assert!(sizes.lock().iter().all(|(n, _)| *n <= 8));
+        // Every caller was in exactly one run, and each run knew how many it held.
+        assert_eq!(
+            sizes.lock().iter().map(|(_, calls)| calls).sum::<usize>(),
+            6,
+            "{:?}",
+            sizes.lock()
+        );
+        assert!(sizes.lock().iter().any(|(_, calls)| *calls > 1), "{:?}", sizes.lock());
     }
 
     #[test]
@@ -360,19 +371,24 @@ mod tests {
             },
         );
         let started = Instant::now();
-        let out = batcher.run(tensor(1, 1), |t| Ok(vec![t])).unwrap();
+        let out = batcher
+            .run(tensor(1, 1), |t, calls| {
+                assert_eq!(calls, 1, "an idle caller runs alone");
+                Ok(vec![t])
+            })
+            .unwrap();
         assert_eq!(out[0].tensor.data, vec![1, 1]);
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "an idle caller waited for the queue delay"
         );
         let err = batcher
-            .run(tensor(1, 1), |_| Err(anyhow!("boom")))
+            .run(tensor(1, 1), |_, _| Err(anyhow!("boom")))
             .err()
             .expect("the run fails");
         assert!(err.to_string().contains("boom"));
         // The slot was given back.
-        assert!(batcher.run(tensor(2, 3), |t| Ok(vec![t])).is_ok());
+        assert!(batcher.run(tensor(2, 3), |t, _| Ok(vec![t])).is_ok());
     }
 
     #[test]

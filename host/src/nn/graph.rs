@@ -106,12 +106,20 @@ impl Drop for Counted {
     }
 }
 
-/// A model's idle sessions (with when each was last used, oldest first) and how many exist,
-/// per `Width`.
+/// A model's idle sessions (oldest first) and how many exist, per `Width`.
 #[derive(Default)]
 struct Sessions {
-    idle: [Vec<(Session, Instant)>; 2],
+    idle: [Vec<Idle>; 2],
     created: [usize; 2],
+}
+
+/// A session in the pool.
+struct Idle {
+    session: Session,
+    /// When it was last given back.
+    since: Instant,
+    /// Its CPU arena still holds a run of several images' activations (`OnnxModel::run_now`).
+    grown: bool,
 }
 
 /// Every loaded model, for `release_idle_sessions`.
@@ -145,6 +153,9 @@ pub struct OnnxModel {
     batcher: Option<Batcher>,
     /// Most images one run may hold so that `run_memory` holds (`usize::MAX` until calibrated).
     run_images: AtomicUsize,
+    /// The input's dimensions `calibrate` ran on: zeros of one image of them let an idle,
+    /// grown session hand its arena back (`release_idle`).
+    zero_dims: Mutex<Option<Vec<u32>>>,
 }
 
 impl OnnxModel {
@@ -158,7 +169,11 @@ impl OnnxModel {
         let session = build_session(path, &options)?;
         let signature = read_signature(&session)?;
         let mut sessions = Sessions::default();
-        sessions.idle[Width::Shared.index()].push((session, Instant::now()));
+        sessions.idle[Width::Shared.index()].push(Idle {
+            session,
+            since: Instant::now(),
+            grown: false,
+        });
         sessions.created[Width::Shared.index()] = 1;
         let batcher = (options.max_batch > 1 && batchable(&signature)).then(|| {
             Batcher::new(
@@ -179,13 +194,15 @@ impl OnnxModel {
             freed: Condvar::new(),
             batcher,
             run_images: AtomicUsize::new(usize::MAX),
+            zero_dims: Mutex::new(None),
         });
         LOADED.lock().push(Arc::downgrade(&model));
         Ok(model)
     }
 
     /// Drops this model's sessions idle for `idle_for`, but one shared-pool session
-    /// (`release_idle_sessions`); returns how many went.
+    /// (`release_idle_sessions`), preferring to keep one whose arena is not grown; returns how
+    /// many went.
     fn release_idle(&self, idle_for: Duration) -> usize {
         // A GPU session takes seconds to build again, and holds no host memory worth it.
         if self.options.device != Device::Cpu {
@@ -197,8 +214,10 @@ impl OnnxModel {
             for width in [Width::Shared, Width::One] {
                 let w = width.index();
                 let keep = usize::from(width == Width::Shared);
-                while sessions.idle[w].len() > keep && sessions.idle[w][0].1.elapsed() >= idle_for {
-                    released.push(sessions.idle[w].remove(0).0);
+                // Grown ones first, each part oldest first: the one kept is the newest not grown.
+                sessions.idle[w].sort_by_key(|i| (!i.grown, i.since));
+                while sessions.idle[w].len() > keep && sessions.idle[w][0].since.elapsed() >= idle_for {
+                    released.push(sessions.idle[w].remove(0).session);
                     sessions.created[w] -= 1;
                 }
             }
@@ -207,8 +226,54 @@ impl OnnxModel {
         if !released.is_empty() {
             tracing::debug!(model = %self.name, sessions = released.len(), "released idle sessions");
         }
+        self.shrink_idle_grown(idle_for);
         // `released` drops here, outside the lock: freeing a session takes a while.
         released.len()
+    }
+
+    /// The session kept idle may still hold a batch's activations (its last runs overlapped
+    /// other calls): one run of a single image of zeros, shrinking, hands them back.
+    fn shrink_idle_grown(&self, idle_for: Duration) {
+        let Some(dims) = self.zero_dims.lock().clone() else {
+            return;
+        };
+        let idle = {
+            let mut sessions = self.sessions.lock();
+            let idle = &mut sessions.idle[Width::Shared.index()];
+            match idle.last() {
+                Some(last) if last.grown && last.since.elapsed() >= idle_for => idle.pop(),
+                _ => None,
+            }
+        };
+        let Some(idle) = idle else {
+            return;
+        };
+        let mut session = self.lease(idle.session, Width::Shared, true);
+        let shrunk = self
+            .zeros(&dims, 1)
+            .and_then(|values| run_session(&mut session, values, &self.signature.outputs, true));
+        match shrunk {
+            Ok(_) => session.grown = false,
+            Err(e) => {
+                tracing::warn!(model = %self.name, error = %format!("{e:#}"), "cannot shrink an idle session's arena")
+            }
+        }
+    }
+
+    /// Zeros as the model's one input, `images` of `dims` (batch first).
+    fn zeros(&self, dims: &[u32], images: u32) -> Result<Vec<(String, SessionInputValue<'static>)>> {
+        let spec = &self.signature.inputs[0];
+        let ty = tensor_type(spec.element).ok_or_else(|| anyhow!("the model's input has no wasi-nn type"))?;
+        let mut dimensions = dims.to_vec();
+        dimensions[0] = images;
+        let count: usize = dimensions.iter().map(|d| *d as usize).product();
+        let tensor = Tensor {
+            dimensions,
+            ty,
+            data: vec![0; count * element_size(ty)],
+        };
+        check_shape(spec, &tensor)?;
+        Ok(vec![(spec.name.clone(), to_ort_value(tensor)?.into())])
     }
 
     /// Measures the working memory one image costs ONNX Runtime in a run of this model (what
@@ -223,22 +288,10 @@ impl OnnxModel {
         if self.options.device != Device::Cpu || self.signature.inputs.len() != 1 || dims.is_empty() {
             return Ok(None);
         }
-        let spec = &self.signature.inputs[0];
-        let Some(ty) = tensor_type(spec.element) else {
+        let Some(ty) = tensor_type(self.signature.inputs[0].element) else {
             return Ok(None);
         };
-        let input = |images: u32| -> Result<Vec<(String, SessionInputValue<'static>)>> {
-            let mut dimensions = dims.to_vec();
-            dimensions[0] = images;
-            let count: usize = dimensions.iter().map(|d| *d as usize).product();
-            let tensor = Tensor {
-                dimensions,
-                ty,
-                data: vec![0; count * element_size(ty)],
-            };
-            check_shape(spec, &tensor)?;
-            Ok(vec![(spec.name.clone(), to_ort_value(tensor)?.into())])
-        };
+        let input = |images: u32| self.zeros(dims, images);
         // One measure at a time, so that two loads do not count each other's runs.
         static MEASURING: Mutex<()> = Mutex::new(());
         let _alone = MEASURING.lock();
@@ -260,6 +313,7 @@ impl OnnxModel {
         })();
         drop(session);
         let per_image = measured?;
+        *self.zero_dims.lock() = Some(dims.to_vec());
         if let (Some(bytes), true) = (per_image, self.options.run_memory > 0) {
             let tensor = dims[1..].iter().map(|d| u64::from(*d)).product::<u64>() * element_size(ty) as u64;
             let images = (self.options.run_memory / (bytes + 3 * tensor).max(1)).max(1) as usize;
@@ -328,14 +382,14 @@ impl OnnxModel {
         let mut sessions = self.sessions.lock();
         loop {
             // The most recently used: the oldest idle ones are the ones to release.
-            if let Some((session, _)) = sessions.idle[w].pop() {
-                return Ok(self.lease(session, width));
+            if let Some(idle) = sessions.idle[w].pop() {
+                return Ok(self.lease(idle.session, width, idle.grown));
             }
             if sessions.created[w] < self.max_sessions(width) {
                 sessions.created[w] += 1;
                 drop(sessions);
                 return match build_session_of(&self.path, &self.options, width) {
-                    Ok(session) => Ok(self.lease(session, width)),
+                    Ok(session) => Ok(self.lease(session, width, false)),
                     Err(e) => {
                         self.sessions.lock().created[w] -= 1;
                         // A waiter may build the one this could not.
@@ -348,16 +402,21 @@ impl OnnxModel {
         }
     }
 
-    fn lease(&self, session: Session, width: Width) -> Lease<'_> {
+    fn lease(&self, session: Session, width: Width, grown: bool) -> Lease<'_> {
         Lease {
             model: self,
             width,
             session: Some(session),
+            grown,
         }
     }
 
-    fn checkin(&self, session: Session, width: Width) {
-        self.sessions.lock().idle[width.index()].push((session, Instant::now()));
+    fn checkin(&self, session: Session, width: Width, grown: bool) {
+        self.sessions.lock().idle[width.index()].push(Idle {
+            session,
+            since: Instant::now(),
+            grown,
+        });
         // Waiters may want either width.
         self.freed.notify_all();
     }
@@ -369,9 +428,9 @@ impl OnnxModel {
             Some(batcher) if inputs.len() == 1 => {
                 let input = inputs.pop().expect("one input");
                 self.check_input(&input)?;
-                batcher.run(input, |batched| self.run_now(vec![batched]))
+                batcher.run(input, |batched, calls| self.run_now(vec![batched], more_calls(calls)))
             }
-            _ => self.run_now(inputs),
+            _ => self.run_now(inputs, more_calls(1)),
         }
     }
 
@@ -385,8 +444,9 @@ impl OnnxModel {
         check_shape(spec, &input.tensor)
     }
 
-    /// One ONNX Runtime run, on a session of the pool.
-    fn run_now(&self, inputs: Vec<NamedTensor>) -> Result<Vec<NamedTensor>> {
+    /// One ONNX Runtime run, on a session of the pool; `more`: other plugin calls are under
+    /// way, so more runs are likely to follow.
+    fn run_now(&self, inputs: Vec<NamedTensor>, more: bool) -> Result<Vec<NamedTensor>> {
         let mut values: Vec<(String, SessionInputValue<'_>)> = Vec::with_capacity(inputs.len());
         for input in &inputs {
             self.check_input(input)?;
@@ -396,20 +456,31 @@ impl OnnxModel {
         let mut session = self.checkout(width)?;
         // ONNX Runtime's own time: after a session is free, until its outputs are converted.
         let started = Instant::now();
-        // A single image's activations stay in the session's arena for the next run; a batch's
-        // are handed back. On 2 cores this took nudenet-320n's c=1 server time from 19.5-22.6
-        // to 16.9-19.4 ms and its resident memory from 110-114 to 91-95 MB.
+        // A single image's activations stay in the session's arena for the next run (on 2 cores
+        // this took nudenet-320n's c=1 server time from 19.5-22.6 to 16.9-19.4 ms and its
+        // resident memory from 110-114 to 91-95 MB); a batch's are handed back by the first run
+        // that starts with no other plugin call under way. Shrinking after every batched run had
+        // the next one fault its activations in again: ~900 page faults per image for
+        // nudenet-320n at 16 clients.
         let images = inputs
             .first()
             .and_then(|i| i.tensor.dimensions.first())
             .copied()
             .unwrap_or(1);
-        let shrink = images > 1 && self.options.device == Device::Cpu;
+        let cpu = self.options.device == Device::Cpu;
+        let shrink = cpu && !more && (images > 1 || session.grown);
         let result = run_session(&mut session, values, &self.signature.outputs, shrink);
+        session.grown = cpu && !shrink && (session.grown || images > 1);
         crate::metrics::record_model_run(&self.name, started.elapsed());
         drop(session);
         result
     }
+}
+
+/// Whether plugin calls other than the `calls` of a run starting now are under way (in any
+/// model: their runs will follow).
+fn more_calls(calls: usize) -> bool {
+    CALLS_IN_FLIGHT.load(Ordering::Acquire) > calls
 }
 
 /// A session taken from a model's pool, given back when dropped (a panic in a run included:
@@ -418,6 +489,8 @@ struct Lease<'a> {
     model: &'a OnnxModel,
     width: Width,
     session: Option<Session>,
+    /// Whether the session's arena holds a run of several images (goes back with it).
+    grown: bool,
 }
 
 impl std::ops::Deref for Lease<'_> {
@@ -436,7 +509,7 @@ impl std::ops::DerefMut for Lease<'_> {
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
         if let Some(session) = self.session.take() {
-            self.model.checkin(session, self.width);
+            self.model.checkin(session, self.width, self.grown);
         }
     }
 }
@@ -1212,6 +1285,73 @@ mod tests {
             tensor: f32_tensor(dims, &input),
         };
         assert!(!model.run(vec![input]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_batch_keeps_its_arena_while_more_runs_wait_and_the_kept_session_is_not_grown() {
+        init_ort();
+        let model = OnnxModel::load(
+            &fixture("tests/fixtures/models/shapes-detect.onnx"),
+            cpu_options(2, 1, std::time::Duration::ZERO, 0),
+        )
+        .unwrap();
+        let (dims, input) = read_f32_npy(&fixture(
+            "tests/fixtures/reference/dev/tensors/01_multi_320x320.letterbox_320x320.input.npy",
+        ));
+        let batch = |images: u32| {
+            let mut d = dims.clone();
+            d[0] = images;
+            let values: Vec<f32> = (0..images).flat_map(|_| input.iter().copied()).collect();
+            NamedTensor {
+                name: "images".into(),
+                tensor: f32_tensor(d, &values),
+            }
+        };
+        let grown = |model: &OnnxModel| -> Vec<bool> {
+            model.sessions.lock().idle[Width::Shared.index()]
+                .iter()
+                .map(|i| i.grown)
+                .collect()
+        };
+        // A batch with more runs queued behind it keeps its activations; so does the single
+        // run after it while others still wait.
+        let first = model.run_now(vec![batch(2)], true).unwrap();
+        assert_eq!(grown(&model), [true]);
+        model.run_now(vec![batch(1)], true).unwrap();
+        assert_eq!(grown(&model), [true]);
+        // The first run with none behind it hands them back, a single image's run included.
+        model.run_now(vec![batch(1)], false).unwrap();
+        assert_eq!(grown(&model), [false]);
+        // A lone batch hands its own back at once, and answers as before.
+        assert_eq!(
+            model.run_now(vec![batch(2)], false).unwrap()[0].tensor.data,
+            first[0].tensor.data
+        );
+        assert_eq!(grown(&model), [false]);
+        // Two sessions idle, one grown: the one released is the grown one, even if newer.
+        let (a, mut b) = (
+            model.checkout(Width::Shared).unwrap(),
+            model.checkout(Width::Shared).unwrap(),
+        );
+        b.grown = true;
+        drop(a);
+        drop(b);
+        assert_eq!(model.release_idle(Duration::ZERO), 1);
+        assert_eq!(grown(&model), [false]);
+        // The one session left grown, idle: a run on zeros hands the arena back (once the model
+        // is calibrated, which gives those zeros their shape), and it still answers the same.
+        model.run_now(vec![batch(2)], true).unwrap();
+        model.release_idle(Duration::ZERO);
+        assert_eq!(grown(&model), [true], "not calibrated: left as it is");
+        model.calibrate(&dims).unwrap();
+        assert_eq!(model.release_idle(Duration::from_secs(3600)), 0);
+        assert_eq!(grown(&model), [true], "not idle long enough");
+        assert_eq!(model.release_idle(Duration::ZERO), 0);
+        assert_eq!(grown(&model), [false]);
+        assert_eq!(
+            model.run_now(vec![batch(2)], false).unwrap()[0].tensor.data,
+            first[0].tensor.data
+        );
     }
 
     fn le_f32(data: &[u8]) -> Vec<f32> {

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
@@ -155,7 +155,7 @@ pub struct OnnxModel {
     run_images: AtomicUsize,
     /// The input's dimensions `calibrate` ran on: zeros of one image of them let an idle,
     /// grown session hand its arena back (`release_idle`).
-    zero_dims: Mutex<Option<Vec<u32>>>,
+    zero_dims: OnceLock<Vec<u32>>,
 }
 
 impl OnnxModel {
@@ -194,7 +194,7 @@ impl OnnxModel {
             freed: Condvar::new(),
             batcher,
             run_images: AtomicUsize::new(usize::MAX),
-            zero_dims: Mutex::new(None),
+            zero_dims: OnceLock::new(),
         });
         LOADED.lock().push(Arc::downgrade(&model));
         Ok(model)
@@ -234,7 +234,7 @@ impl OnnxModel {
     /// The session kept idle may still hold a batch's activations (its last runs overlapped
     /// other calls): one run of a single image of zeros, shrinking, hands them back.
     fn shrink_idle_grown(&self, idle_for: Duration) {
-        let Some(dims) = self.zero_dims.lock().clone() else {
+        let Some(dims) = self.zero_dims.get() else {
             return;
         };
         let idle = {
@@ -250,7 +250,7 @@ impl OnnxModel {
         };
         let mut session = self.lease(idle.session, Width::Shared, true);
         let shrunk = self
-            .zeros(&dims, 1)
+            .zeros(dims, 1)
             .and_then(|values| run_session(&mut session, values, &self.signature.outputs, true));
         match shrunk {
             Ok(_) => session.grown = false,
@@ -313,7 +313,8 @@ impl OnnxModel {
         })();
         drop(session);
         let per_image = measured?;
-        *self.zero_dims.lock() = Some(dims.to_vec());
+        // Calibrated once, at load (a second call would find the same input).
+        let _ = self.zero_dims.set(dims.to_vec());
         if let (Some(bytes), true) = (per_image, self.options.run_memory > 0) {
             let tensor = dims[1..].iter().map(|d| u64::from(*d)).product::<u64>() * element_size(ty) as u64;
             let images = (self.options.run_memory / (bytes + 3 * tensor).max(1)).max(1) as usize;
